@@ -1,0 +1,199 @@
+//! The mapping between the MegatronFineTune API types and the operator's lifecycle model:
+//! what is read from spec and status, and the server-side-apply body of the operator's status fields.
+
+use std::time::Duration;
+
+use crds::{MegatronFineTune, Outcome, RunPolicy as ApiRunPolicy};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition as ApiCondition, Time},
+    jiff::Timestamp,
+};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::{
+    error::Result,
+    job::JobView,
+    lifecycle::model::{
+        Condition, OwnedStatus, RunPolicy, TrainerReport, TrainerResult, phase_str,
+    },
+};
+
+/// Everything a reconcile reads from one object.
+pub struct Read {
+    /// The children's shape, or why the spec cannot run.
+    pub view: Result<JobView, String>,
+    /// Run policy with defaults.
+    pub policy: RunPolicy,
+    /// Operator-owned status.
+    pub status: OwnedStatus,
+    /// Trainer-owned status.
+    pub trainer: TrainerReport,
+}
+
+fn seconds(value: i64) -> Duration {
+    Duration::from_secs(u64::try_from(value).unwrap_or(0))
+}
+
+/// The run policy of the lifecycle model.
+pub fn run_policy(policy: &ApiRunPolicy) -> RunPolicy {
+    RunPolicy {
+        max_restarts: u32::try_from(policy.max_restarts).unwrap_or(0),
+        backoff_initial: seconds(policy.backoff.initial_seconds),
+        backoff_max: seconds(
+            policy
+                .backoff
+                .max_seconds
+                .max(policy.backoff.initial_seconds),
+        ),
+        hang_timeout: (policy.hang_timeout_seconds > 0)
+            .then(|| seconds(policy.hang_timeout_seconds)),
+        node_not_ready_grace: seconds(policy.node_not_ready_grace_seconds),
+        active_deadline: policy.active_deadline_seconds.map(seconds),
+        ttl_after_finished: policy.ttl_seconds_after_finished.map(seconds),
+        suspend: policy.suspend,
+        keep_pods_when_finished: policy.clean_pod_policy == crds::CleanPodPolicy::None,
+    }
+}
+
+fn time(t: &Option<Time>) -> Option<Timestamp> {
+    t.as_ref().map(|t| t.0)
+}
+
+/// Reads spec and status.
+pub fn read(job: &MegatronFineTune) -> Result<Read> {
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = status
+        .conditions
+        .iter()
+        .map(|c| Condition {
+            type_: c.type_.clone(),
+            status: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_time: c.last_transition_time.0,
+            observed_generation: c.observed_generation.unwrap_or_default(),
+        })
+        .collect();
+    let owned = OwnedStatus {
+        phase: status.phase,
+        conditions,
+        restarts: u32::try_from(status.restarts).unwrap_or(0),
+        counted_restarts: status
+            .counted_restarts
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+        last_restart_time: time(&status.last_restart_time),
+        restart_checkpoint_step: status
+            .restart_checkpoint_step
+            .and_then(|s| u64::try_from(s).ok()),
+        observed_generation: status.observed_generation,
+        start_time: time(&status.start_time),
+        completion_time: time(&status.completion_time),
+        ranks: status.ranks,
+        ready_pods: status.ready_pods,
+    };
+    let trainer = TrainerReport {
+        last_step_time: status
+            .progress
+            .as_ref()
+            .and_then(|p| time(&p.last_step_time)),
+        checkpoint_step: status
+            .latest_checkpoint
+            .as_ref()
+            .and_then(|c| u64::try_from(c.step).ok()),
+        result: status.result.as_ref().map(|r| TrainerResult {
+            attempt: u32::try_from(r.attempt).unwrap_or(u32::MAX),
+            succeeded: r.outcome == Outcome::Succeeded,
+            reason: if r.reason.is_empty() {
+                "TrainerFailed".into()
+            } else {
+                r.reason.clone()
+            },
+            message: r.message.clone(),
+        }),
+    };
+    Ok(Read {
+        view: JobView::from_job(job),
+        policy: run_policy(&job.spec.run_policy),
+        status: owned,
+        trainer,
+    })
+}
+
+/// The server-side-apply body for the operator-owned status fields. It carries the object's
+/// resourceVersion, so a decision made from a stale cache fails with 409 instead of landing.
+pub fn status_apply(job: &MegatronFineTune, status: &OwnedStatus) -> Value {
+    let conditions: Vec<ApiCondition> = status
+        .conditions
+        .iter()
+        .map(|c| ApiCondition {
+            type_: c.type_.clone(),
+            status: if c.status { "True" } else { "False" }.into(),
+            reason: c.reason.clone(),
+            message: truncate(&c.message, 4000),
+            last_transition_time: Time(c.last_transition_time),
+            observed_generation: Some(c.observed_generation),
+        })
+        .collect();
+    let mut body = json!({
+        "restarts": status.restarts,
+        "conditions": conditions,
+    });
+    let fields = body.as_object_mut().expect("literal object");
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            fields.insert(key.to_owned(), value);
+        }
+    };
+    put("phase", status.phase.map(|p| json!(phase_str(p))));
+    put(
+        "countedRestarts",
+        (status.counted_restarts > 0).then(|| json!(status.counted_restarts)),
+    );
+    put(
+        "lastRestartTime",
+        status.last_restart_time.map(|t| json!(Time(t))),
+    );
+    put(
+        "restartCheckpointStep",
+        status.restart_checkpoint_step.map(|s| json!(s)),
+    );
+    put(
+        "observedGeneration",
+        status.observed_generation.map(|g| json!(g)),
+    );
+    put("startTime", status.start_time.map(|t| json!(Time(t))));
+    put(
+        "completionTime",
+        status.completion_time.map(|t| json!(Time(t))),
+    );
+    put("ranks", status.ranks.map(|r| json!(r)));
+    put("readyPods", status.ready_pods.map(|r| json!(r)));
+    json!({
+        "apiVersion": MegatronFineTune::api_version(&()),
+        "kind": MegatronFineTune::kind(&()),
+        "metadata": { "name": job.name_any(), "resourceVersion": job.resource_version() },
+        "status": body,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => text[..cut].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// The phase name of a job for the jobs-by-phase gauge (`None` before the first reconcile).
+pub fn phase_name(job: &MegatronFineTune) -> &'static str {
+    job.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map_or("None", phase_str)
+}
+
+/// The CRD as YAML (what `megatron-operator crd` prints), identical to `crdgen`'s output.
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(crds::crd::crd_yaml())
+}

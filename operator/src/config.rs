@@ -1,0 +1,100 @@
+//! Operator settings: command-line flags, each also readable from an environment variable
+//! so the Helm chart can set them.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+use crate::telemetry::LogFormat;
+
+/// Settings of `megatron-operator run`.
+#[derive(Args, Clone, Debug)]
+pub struct OperatorConfig {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "MEGATRON_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Trainer image used when a MegatronFineTune does not name one.
+    #[arg(long, env = "MEGATRON_TRAINER_IMAGE", default_value = concat!("ghcr.io/megatron-operator/megatron-trainer:", env!("CARGO_PKG_VERSION")))]
+    pub trainer_image: String,
+
+    /// Image pull policy of trainer containers (Always, IfNotPresent, Never).
+    #[arg(
+        long,
+        env = "MEGATRON_TRAINER_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub trainer_image_pull_policy: String,
+
+    /// TCP port of the rank-0 rendezvous (MASTER_PORT).
+    #[arg(long, env = "MEGATRON_MASTER_PORT", default_value_t = 29500)]
+    pub master_port: u16,
+
+    /// Size limit of the memory-backed /dev/shm each rank pod gets (NCCL and data loaders need more than the 64Mi default).
+    #[arg(long, env = "MEGATRON_SHM_SIZE", default_value = "1Gi")]
+    pub shm_size: String,
+
+    /// UID/GID trainer containers run as (they must not run as root).
+    #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 1000)]
+    pub trainer_uid: i64,
+
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "MEGATRON_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log line format.
+    #[arg(long, env = "MEGATRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Take part in leader election (disable only when exactly one replica runs).
+    #[arg(long, env = "MEGATRON_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "MEGATRON_LEASE_NAME", default_value = "megatron-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Identity in the election (default: POD_NAME, else a random one).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Seconds a leader keeps the Lease without renewing it.
+    #[arg(long, env = "MEGATRON_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// Seconds before expiry at which the leader renews.
+    #[arg(long, env = "MEGATRON_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    pub lease_grace_seconds: u64,
+
+    /// Reconciliations running at once (0 = unbounded).
+    #[arg(long, env = "MEGATRON_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Seconds between re-checks of a job that has no pending timer.
+    #[arg(long, env = "MEGATRON_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+impl OperatorConfig {
+    /// Defaults for embedding the controller (tests, benchmarks): no env or flags read.
+    pub fn for_tests() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let mut config = Wrapper::parse_from(["megatron-operator"]).config;
+        config.metrics_addr = "127.0.0.1:0".parse().expect("literal address");
+        config
+    }
+
+    /// Resync interval as a Duration.
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds.max(1))
+    }
+}

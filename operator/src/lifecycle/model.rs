@@ -1,0 +1,153 @@
+//! The operator's view of a job's lifecycle: phase, conditions and the operator-owned status
+//! fields, independent of the API types' layout (mapped in `crate::api`).
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+pub use crds::Phase;
+
+/// The phase's name as written to the API.
+pub fn phase_str(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Running => "Running",
+        Phase::Restarting => "Restarting",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+        Phase::Suspended => "Suspended",
+    }
+}
+
+/// A status condition (kstatus-compatible `Ready`, `Reconciling`, `Stalled`, plus `Running`,
+/// `Suspended` and the terminal `Succeeded`/`Failed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// Condition type.
+    pub type_: String,
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: Timestamp,
+    /// Generation the condition was computed from.
+    pub observed_generation: i64,
+}
+
+/// Status fields the operator owns (field manager `megatron-operator`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OwnedStatus {
+    /// Phase; `None` before the first reconcile.
+    pub phase: Option<Phase>,
+    /// Conditions.
+    pub conditions: Vec<Condition>,
+    /// Gang restarts performed; also the current gang attempt (0 for the first start), which
+    /// rank pods carry as `MEGATRON_ATTEMPT` and the trainer echoes in `result.attempt`.
+    pub restarts: u32,
+    /// Restarts that counted against `maxRestarts` (no newer checkpoint since the previous restart).
+    pub counted_restarts: u32,
+    /// When the last gang restart was decided (start of its backoff).
+    pub last_restart_time: Option<Timestamp>,
+    /// `latestCheckpoint.step` when the last restart was decided.
+    pub restart_checkpoint_step: Option<u64>,
+    /// Generation last reconciled.
+    pub observed_generation: Option<i64>,
+    /// When the job (last) started running, reset on resume.
+    pub start_time: Option<Timestamp>,
+    /// When the job reached Succeeded or Failed.
+    pub completion_time: Option<Timestamp>,
+    /// World size.
+    pub ranks: Option<i64>,
+    /// Ready pods of the current attempt.
+    pub ready_pods: Option<i64>,
+}
+
+impl OwnedStatus {
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Since when the gang has been Running (condition Running=True).
+    pub fn running_since(&self) -> Option<Timestamp> {
+        self.condition("Running")
+            .filter(|c| c.status)
+            .map(|c| c.last_transition_time)
+    }
+}
+
+/// What the trainer reported (fields it owns).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainerReport {
+    /// Time of the last training step.
+    pub last_step_time: Option<Timestamp>,
+    /// Step of the newest checkpoint.
+    pub checkpoint_step: Option<u64>,
+    /// Final result, if one was reported.
+    pub result: Option<TrainerResult>,
+}
+
+/// The trainer's final word for one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerResult {
+    /// Attempt it belongs to (status.restarts when that gang started).
+    pub attempt: u32,
+    /// Succeeded; otherwise a permanent failure (restarting would not help).
+    pub succeeded: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Run policy, with defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPolicy {
+    /// Restarts allowed without checkpoint progress before the job fails.
+    pub max_restarts: u32,
+    /// First restart delay.
+    pub backoff_initial: Duration,
+    /// Cap of the exponential restart delay.
+    pub backoff_max: Duration,
+    /// Restart when no step was made for this long while Running.
+    pub hang_timeout: Option<Duration>,
+    /// Time a pod's node may be NotReady before the gang restarts.
+    pub node_not_ready_grace: Duration,
+    /// Fail after running this long.
+    pub active_deadline: Option<Duration>,
+    /// Delete the object this long after it finished.
+    pub ttl_after_finished: Option<Duration>,
+    /// Scale to zero and wait.
+    pub suspend: bool,
+    /// Keep the pods of a finished job (cleanPodPolicy None) instead of scaling to zero.
+    pub keep_pods_when_finished: bool,
+}
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            hang_timeout: None,
+            node_not_ready_grace: Duration::from_secs(60),
+            active_deadline: None,
+            ttl_after_finished: None,
+            suspend: false,
+            keep_pods_when_finished: false,
+        }
+    }
+}
+
+impl RunPolicy {
+    /// Delay before the `n`-th restart (1-based): initial x 2^(n-1), capped.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(30));
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}

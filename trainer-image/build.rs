@@ -1,0 +1,76 @@
+//! Compiles `csrc/` (the tensor-parallel autograd shim and gradient helpers) against the same
+//! libtorch headers and C++ ABI that `torch-sys` uses: `LIBTORCH_USE_PYTORCH`
+//! asks the Python interpreter's torch, otherwise `LIBTORCH` (or
+//! `LIBTORCH_INCLUDE`) names an unpacked libtorch.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+const PYTHON_PRINT: &str = "import torch\nfrom torch.utils import cpp_extension\n\
+print('CXX11:', torch._C._GLIBCXX_USE_CXX11_ABI)\n\
+for p in cpp_extension.include_paths():\n    print('INCLUDE:', p)\n";
+
+fn env_rerun(name: &str) -> Option<String> {
+    println!("cargo:rerun-if-env-changed={name}");
+    env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=csrc/tp_regions.cpp");
+    println!("cargo:rerun-if-changed=csrc/grad_utils.cpp");
+    println!("cargo:rerun-if-changed=build.rs");
+    let (includes, cxx11_abi) = if env_rerun("LIBTORCH_USE_PYTORCH").is_some() {
+        let python = env_rerun("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|| "python3".into());
+        let out = Command::new(&python)
+            .args(["-c", PYTHON_PRINT])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("LIBTORCH_USE_PYTORCH is set but running {python} failed: {e}")
+            });
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut includes = Vec::new();
+        let mut abi = None;
+        for line in stdout.lines() {
+            if let Some(p) = line.strip_prefix("INCLUDE: ") {
+                includes.push(PathBuf::from(p));
+            }
+            match line.strip_prefix("CXX11: ") {
+                Some("True") => abi = Some("1".to_string()),
+                Some("False") => abi = Some("0".to_string()),
+                _ => {}
+            }
+        }
+        let abi = abi.unwrap_or_else(|| {
+            panic!(
+                "{python} did not report torch's C++ ABI (is torch installed in it?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (includes, abi)
+    } else {
+        let root = env_rerun("LIBTORCH_INCLUDE")
+            .or_else(|| env_rerun("LIBTORCH"))
+            .unwrap_or_else(|| "/usr/lib/libtorch".into());
+        let root = PathBuf::from(root);
+        let abi = env_rerun("LIBTORCH_CXX11_ABI").unwrap_or_else(|| "1".into());
+        (
+            vec![
+                root.join("include"),
+                root.join("include/torch/csrc/api/include"),
+            ],
+            abi,
+        )
+    };
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .includes(&includes)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={cxx11_abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/tp_regions.cpp")
+        .file("csrc/grad_utils.cpp")
+        .compile("megatron_tp_shim");
+}

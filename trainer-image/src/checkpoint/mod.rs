@@ -1,0 +1,9 @@
+//! PyTorch, Megatron-LM and Hugging Face checkpoint formats.
+
+pub mod error;
+pub mod huggingface;
+pub mod inspect;
+pub mod megatron;
+pub mod torch_pickle;
+
+pub use error::{CheckpointError, Result};

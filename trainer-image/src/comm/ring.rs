@@ -1,0 +1,687 @@
+//! Ring collectives over persistent TCP connections: each rank sends to the
+//! next rank of its group and receives from the previous one.
+//!
+//! All-reduce is the bandwidth-optimal ring (reduce-scatter, then all-gather):
+//! the buffer is split into `size` chunks and each rank sends and receives
+//! `2 * (size - 1) / size` of it. Chunks are cut into segments of at most
+//! [`SEGMENT_BYTES`], which pipeline through the ring; the only extra memory
+//! is one segment-sized receive buffer per group, whatever the tensor size.
+//!
+//! **Summation order** (deterministic): chunk `c` (see [`chunk_range`]) ends
+//! as `((x[c] + x[c+1]) + x[c+2]) + ... + x[c+size-1]` (ranks modulo `size`,
+//! each addition rounded to the dtype), computed once on rank `c-1` and copied
+//! to the others, so every rank ends with bit-identical bytes and repeated runs
+//! give the same bits. [`crate::comm::ring_sum_reference`] computes the same
+//! order in one process.
+//!
+//! Every operation starts with a 40-byte header (op, dtype, sequence number,
+//! size) that the receiver checks, so ranks that disagree about the collective
+//! fail with a clear error instead of exchanging garbage. After any failure the
+//! ring closes both connections: neighbours see the connection drop and fail
+//! too, so a dead rank makes the whole group fail fast instead of hanging.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tch::Kind;
+
+use super::connect::connect_with_retry;
+use super::group::CommError;
+use super::listener::{Acceptor, send_hello};
+use super::reduce::add_into;
+
+/// Largest piece of a chunk sent as one unit; a multiple of every element size.
+pub const SEGMENT_BYTES: usize = 256 << 10;
+const HEADER_BYTES: usize = 40;
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+const HEADER_MAGIC: u64 = 0x4d54_5243_4845_4144; // "MTRCHEAD"
+
+/// Element range `[start, end)` of chunk `c` when `numel` elements are split
+/// into `parts` chunks: the first `numel % parts` chunks hold one extra element.
+pub fn chunk_range(numel: usize, parts: usize, c: usize) -> Range<usize> {
+    let base = numel / parts;
+    let rem = numel % parts;
+    let start = c * base + c.min(rem);
+    start..start + base + usize::from(c < rem)
+}
+
+/// The collective an operation performs (part of the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    AllReduce = 1,
+    AllGather = 2,
+    Broadcast = 3,
+    Barrier = 4,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::AllReduce => "all_reduce_sum",
+            Op::AllGather => "all_gather_cat",
+            Op::Broadcast => "broadcast",
+            Op::Barrier => "barrier",
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        [Op::AllReduce, Op::AllGather, Op::Broadcast, Op::Barrier]
+            .into_iter()
+            .find(|o| *o as u8 == v)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// Received bytes replace the local ones.
+    Copy,
+    /// Received bytes are added to the local ones.
+    Reduce,
+}
+
+/// Byte ranges to send to the next rank and receive from the previous one,
+/// in stream order. Send item `j >= lead` carries the bytes produced by
+/// receive item `j - lead`, so it waits for that item.
+struct Plan {
+    send: Vec<Range<usize>>,
+    recv: Vec<(Range<usize>, Recv)>,
+    lead: usize,
+}
+
+fn segments(bytes: Range<usize>, out: &mut Vec<Range<usize>>) {
+    let mut s = bytes.start;
+    while s < bytes.end {
+        let e = (s + SEGMENT_BYTES).min(bytes.end);
+        out.push(s..e);
+        s = e;
+    }
+}
+
+fn chunk_bytes(numel: usize, n: usize, c: usize, esize: usize) -> Range<usize> {
+    let r = chunk_range(numel, n, c);
+    r.start * esize..r.end * esize
+}
+
+fn all_reduce_plan(numel: usize, esize: usize, n: usize, r: usize) -> Plan {
+    // Reduce-scatter step s sends chunk r-s and receives chunk r-s-1; the
+    // all-gather then circulates each rank's finished chunk r+1.
+    let u = |s: usize| {
+        let mut v = Vec::new();
+        segments(chunk_bytes(numel, n, (r + n * 2 - s) % n, esize), &mut v);
+        v
+    };
+    let w = |s: usize| {
+        let mut v = Vec::new();
+        segments(
+            chunk_bytes(numel, n, (r + 1 + n * 2 - s) % n, esize),
+            &mut v,
+        );
+        v
+    };
+    let mut send = Vec::new();
+    let mut recv = Vec::new();
+    for s in 0..n - 1 {
+        send.extend(u(s));
+    }
+    for s in 0..n - 1 {
+        send.extend(w(s));
+    }
+    for s in 1..n {
+        recv.extend(u(s).into_iter().map(|x| (x, Recv::Reduce)));
+    }
+    for s in 1..n {
+        recv.extend(w(s).into_iter().map(|x| (x, Recv::Copy)));
+    }
+    Plan {
+        lead: u(0).len(),
+        send,
+        recv,
+    }
+}
+
+fn all_gather_plan(block: usize, n: usize, r: usize) -> Plan {
+    let w = |s: usize| {
+        let b = (r + n - s) % n;
+        let mut v = Vec::new();
+        segments(b * block..(b + 1) * block, &mut v);
+        v
+    };
+    Plan {
+        lead: w(0).len(),
+        send: (0..n - 1).flat_map(w).collect(),
+        recv: (1..n).flat_map(w).map(|x| (x, Recv::Copy)).collect(),
+    }
+}
+
+fn broadcast_plan(bytes: usize, n: usize, r: usize, root: usize) -> Plan {
+    let mut segs = Vec::new();
+    segments(0..bytes, &mut segs);
+    let pos = (r + n - root) % n;
+    if pos == 0 {
+        Plan {
+            lead: segs.len(),
+            send: segs,
+            recv: Vec::new(),
+        }
+    } else {
+        let recv = segs.iter().map(|s| (s.clone(), Recv::Copy)).collect();
+        Plan {
+            lead: 0,
+            send: if pos == n - 1 { Vec::new() } else { segs },
+            recv,
+        }
+    }
+}
+
+fn kind_code(kind: Kind) -> u8 {
+    match kind {
+        Kind::Uint8 => 0,
+        Kind::Int8 => 1,
+        Kind::Int16 => 2,
+        Kind::Int => 3,
+        Kind::Int64 => 4,
+        Kind::Half => 5,
+        Kind::Float => 6,
+        Kind::Double => 7,
+        Kind::Bool => 11,
+        Kind::BFloat16 => 15,
+        _ => 255,
+    }
+}
+
+struct Header {
+    op: u8,
+    kind: u8,
+    seq: u64,
+    bytes: u64,
+    aux: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut h = [0u8; HEADER_BYTES];
+        h[0..8].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+        h[8] = self.op;
+        h[9] = self.kind;
+        h[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        h[24..32].copy_from_slice(&self.bytes.to_le_bytes());
+        h[32..40].copy_from_slice(&self.aux.to_le_bytes());
+        h
+    }
+    fn decode(h: &[u8; HEADER_BYTES]) -> Option<Self> {
+        let u = |r: Range<usize>| u64::from_le_bytes(h[r].try_into().unwrap_or_default());
+        (u(0..8) == HEADER_MAGIC).then(|| Header {
+            op: h[8],
+            kind: h[9],
+            seq: u(16..24),
+            bytes: u(24..32),
+            aux: u(32..40),
+        })
+    }
+    fn describe(&self) -> String {
+        let op = Op::from_u8(self.op).map_or("an unknown op", Op::name);
+        format!(
+            "{op} #{} over {} bytes (dtype code {}, root/dim {})",
+            self.seq, self.bytes, self.kind, self.aux
+        )
+    }
+}
+
+struct RingIo {
+    next: TcpStream,
+    prev: TcpStream,
+    seq: u64,
+    broken: Option<String>,
+    scratch: Vec<u64>,
+}
+
+/// One rank's side of a ring: a connection to the next and one from the
+/// previous member of its group.
+pub(crate) struct Ring {
+    group: String,
+    rank: usize,
+    size: usize,
+    /// Global ranks of the members, by group rank.
+    members: Vec<usize>,
+    /// Data-plane addresses of the members, by group rank.
+    addrs: Vec<String>,
+    timeout: Duration,
+    io: Mutex<RingIo>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("group", &self.group)
+            .field("rank", &self.rank)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// Opens this rank's connections: dials the next member's listener and
+    /// takes the previous member's connection from `acceptor`.
+    pub(crate) fn connect(
+        group: &str,
+        members: Vec<usize>,
+        addrs: Vec<String>,
+        rank: usize,
+        acceptor: &Acceptor,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Self, CommError> {
+        let size = members.len();
+        let (next, prev) = ((rank + 1) % size, (rank + size - 1) % size);
+        let setup = format!("connecting group {group}");
+        let (host, port) = split_addr(&addrs[next]);
+        let next_conn =
+            connect_with_retry(host, port, deadline).map_err(|last| CommError::Timeout {
+                op: setup.clone(),
+                peer_rank: members[next].to_string(),
+                peer_addr: addrs[next].clone(),
+                after: timeout,
+                hint: Some(format!(
+                    "last error: {last}; check that pods can reach each other \
+                     (MEGATRON_COMM_ADDR overrides the advertised address)"
+                )),
+            })?;
+        send_hello(&next_conn, group, members[rank]).map_err(|source| CommError::Peer {
+            op: setup.clone(),
+            peer_rank: members[next].to_string(),
+            peer_addr: addrs[next].clone(),
+            source,
+        })?;
+        let prev_conn = acceptor
+            .take(group, members[prev], deadline)
+            .ok_or_else(|| CommError::Timeout {
+                op: setup.clone(),
+                peer_rank: members[prev].to_string(),
+                peer_addr: addrs[prev].clone(),
+                after: deadline.saturating_duration_since(Instant::now()),
+                hint: Some("the rank never connected: check its logs".into()),
+            })?;
+        for (c, peer) in [(&next_conn, next), (&prev_conn, prev)] {
+            set_socket_buffers(c);
+            c.set_nodelay(true)
+                .and_then(|()| c.set_nonblocking(true))
+                .map_err(|source| CommError::Peer {
+                    op: setup.clone(),
+                    peer_rank: members[peer].to_string(),
+                    peer_addr: addrs[peer].clone(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            group: group.to_string(),
+            rank,
+            size,
+            members,
+            addrs,
+            timeout,
+            io: Mutex::new(RingIo {
+                next: next_conn,
+                prev: prev_conn,
+                seq: 0,
+                broken: None,
+                scratch: vec![0u64; SEGMENT_BYTES / 8],
+            }),
+        })
+    }
+
+    pub(crate) fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Sums `buf` (elements of `kind`) over the group, in place.
+    pub(crate) fn all_reduce(
+        &self,
+        buf: &mut [u8],
+        kind: Kind,
+        esize: usize,
+    ) -> Result<(), CommError> {
+        let plan = all_reduce_plan(buf.len() / esize, esize, self.size, self.rank);
+        self.run(Op::AllReduce, buf, kind, 0, &plan)
+    }
+
+    /// `out` holds `size` blocks; this rank's block (index `rank`) is filled
+    /// in; the others are received.
+    pub(crate) fn all_gather(&self, out: &mut [u8], kind: Kind, dim: u64) -> Result<(), CommError> {
+        let plan = all_gather_plan(out.len() / self.size, self.size, self.rank);
+        self.run(Op::AllGather, out, kind, dim, &plan)
+    }
+
+    /// Copies `root`'s `buf` into every rank's `buf`.
+    pub(crate) fn broadcast(
+        &self,
+        buf: &mut [u8],
+        kind: Kind,
+        root: usize,
+    ) -> Result<(), CommError> {
+        let plan = broadcast_plan(buf.len(), self.size, self.rank, root);
+        self.run(Op::Broadcast, buf, kind, root as u64, &plan)
+    }
+
+    /// Returns once every member entered the barrier (a one-element all-reduce).
+    pub(crate) fn barrier(&self) -> Result<(), CommError> {
+        let mut one = [0u64; 1];
+        // SAFETY: viewing a u64 array as bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(one.as_mut_ptr().cast::<u8>(), 8) };
+        let plan = all_reduce_plan(1, 8, self.size, self.rank);
+        self.run(Op::Barrier, buf, Kind::Int64, 0, &plan)
+    }
+
+    fn peer(&self, group_rank: usize) -> (String, String) {
+        (
+            self.members[group_rank].to_string(),
+            self.addrs[group_rank].clone(),
+        )
+    }
+
+    fn run(
+        &self,
+        op: Op,
+        buf: &mut [u8],
+        kind: Kind,
+        aux: u64,
+        plan: &Plan,
+    ) -> Result<(), CommError> {
+        let mut io = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &io.broken {
+            return Err(CommError::Broken(format!("group {}: {why}", self.group)));
+        }
+        io.seq += 1;
+        let header = Header {
+            op: op as u8,
+            kind: kind_code(kind),
+            seq: io.seq,
+            bytes: buf.len() as u64,
+            aux,
+        };
+        let result = self.transfer(&mut io, op, buf, kind, &header, plan);
+        if let Err(e) = &result {
+            // Closing both sides makes the neighbours fail now instead of timing out.
+            let _ = io.next.shutdown(Shutdown::Both);
+            let _ = io.prev.shutdown(Shutdown::Both);
+            io.broken = Some(e.to_string());
+        }
+        result
+    }
+
+    fn transfer(
+        &self,
+        io: &mut RingIo,
+        op: Op,
+        buf: &mut [u8],
+        kind: Kind,
+        header: &Header,
+        plan: &Plan,
+    ) -> Result<(), CommError> {
+        let op_name = format!("{} #{} in group {}", op.name(), header.seq, self.group);
+        let n = self.size;
+        let (next, prev) = ((self.rank + 1) % n, (self.rank + n - 1) % n);
+        let deadline = Instant::now() + self.timeout;
+        let out_header = header.encode();
+        let mut in_header = [0u8; HEADER_BYTES];
+        let (mut hdr_sent, mut hdr_got) = (0usize, 0usize);
+        let (mut send_idx, mut send_off) = (0usize, 0usize);
+        let (mut recv_idx, mut recv_off) = (0usize, 0usize);
+        let RingIo {
+            next: next_conn,
+            prev: prev_conn,
+            scratch,
+            ..
+        } = io;
+        // SAFETY: viewing the u64 scratch buffer as bytes (8-byte aligned for any dtype).
+        let scratch: &mut [u8] = unsafe {
+            std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<u8>(), scratch.len() * 8)
+        };
+        let peer_err = |peer: usize, source: io::Error| {
+            let (peer_rank, peer_addr) = self.peer(peer);
+            CommError::Peer {
+                op: op_name.clone(),
+                peer_rank,
+                peer_addr,
+                source,
+            }
+        };
+        loop {
+            let send_ready = |send_idx: usize, recv_idx: usize| {
+                send_idx < plan.send.len()
+                    && (send_idx < plan.lead || recv_idx > send_idx - plan.lead)
+            };
+            let mut progress = false;
+            // Write as much as the socket takes.
+            loop {
+                let data: &[u8] = if hdr_sent < HEADER_BYTES {
+                    &out_header[hdr_sent..]
+                } else if send_ready(send_idx, recv_idx) {
+                    &buf[plan.send[send_idx].clone()][send_off..]
+                } else {
+                    break;
+                };
+                match next_conn.write(data) {
+                    Ok(0) => return Err(peer_err(next, io::ErrorKind::WriteZero.into())),
+                    Ok(k) => {
+                        progress = true;
+                        if hdr_sent < HEADER_BYTES {
+                            hdr_sent += k;
+                        } else {
+                            send_off += k;
+                            if send_off == plan.send[send_idx].len() {
+                                send_idx += 1;
+                                send_off = 0;
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(peer_err(next, e)),
+                }
+            }
+            // Read whatever has arrived.
+            loop {
+                let target: &mut [u8] = if hdr_got < HEADER_BYTES {
+                    &mut in_header[hdr_got..]
+                } else if recv_idx < plan.recv.len() {
+                    let (range, mode) = &plan.recv[recv_idx];
+                    match mode {
+                        Recv::Copy => &mut buf[range.clone()][recv_off..],
+                        Recv::Reduce => &mut scratch[recv_off..range.len()],
+                    }
+                } else {
+                    break;
+                };
+                match prev_conn.read(target) {
+                    Ok(0) => {
+                        return Err(peer_err(
+                            prev,
+                            io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the rank closed the connection (it exited, failed, \
+                                 or saw a failure further along the ring)",
+                            ),
+                        ));
+                    }
+                    Ok(k) => {
+                        progress = true;
+                        if hdr_got < HEADER_BYTES {
+                            hdr_got += k;
+                            if hdr_got == HEADER_BYTES {
+                                self.check_header(&op_name, header, &in_header, prev)?;
+                            }
+                        } else {
+                            recv_off += k;
+                            let (range, mode) = &plan.recv[recv_idx];
+                            if recv_off == range.len() {
+                                if *mode == Recv::Reduce {
+                                    add_into(
+                                        kind,
+                                        &mut buf[range.clone()],
+                                        &scratch[..range.len()],
+                                    );
+                                }
+                                recv_idx += 1;
+                                recv_off = 0;
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(peer_err(prev, e)),
+                }
+            }
+            let want_send = hdr_sent < HEADER_BYTES || send_ready(send_idx, recv_idx);
+            let want_recv = hdr_got < HEADER_BYTES || recv_idx < plan.recv.len();
+            if !want_send && !want_recv {
+                debug_assert_eq!(send_idx, plan.send.len());
+                return Ok(());
+            }
+            if progress {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // Name the rank we were waiting for: the sender if data is due, else the receiver.
+                let peer = if want_recv { prev } else { next };
+                let (peer_rank, peer_addr) = self.peer(peer);
+                return Err(CommError::Timeout {
+                    op: op_name,
+                    peer_rank,
+                    peer_addr,
+                    after: self.timeout,
+                    hint: Some(
+                        "the rank stopped answering: it may have crashed, hung, or be running a \
+                         different collective; check its logs (MEGATRON_COMM_TIMEOUT_SECS sets the limit)"
+                            .into(),
+                    ),
+                });
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: next_conn.as_raw_fd(),
+                    events: if want_send { libc::POLLOUT } else { 0 },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: prev_conn.as_raw_fd(),
+                    events: if want_recv { libc::POLLIN } else { 0 },
+                    revents: 0,
+                },
+            ];
+            let wait_ms = (deadline - now).as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: `fds` is a valid array of two pollfd structs for the call's duration.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(CommError::Io {
+                        context: format!("{op_name}: poll"),
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_header(
+        &self,
+        op_name: &str,
+        ours: &Header,
+        theirs: &[u8; HEADER_BYTES],
+        prev: usize,
+    ) -> Result<(), CommError> {
+        let peer_rank = self.members[prev].to_string();
+        let Some(h) = Header::decode(theirs) else {
+            return Err(CommError::Protocol {
+                op: op_name.to_string(),
+                peer_rank,
+                message: "received bytes that are not a collective header (stray data on the ring)"
+                    .into(),
+            });
+        };
+        if (h.op, h.kind, h.seq, h.bytes, h.aux)
+            != (ours.op, ours.kind, ours.seq, ours.bytes, ours.aux)
+        {
+            return Err(CommError::Protocol {
+                op: op_name.to_string(),
+                peer_rank,
+                message: format!(
+                    "it called {}, this rank called {}: every rank of a group must call the same \
+                     collectives in the same order with the same shapes and dtypes",
+                    h.describe(),
+                    ours.describe()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Asks for socket buffers of a few segments, so a sender rarely waits for
+/// the receiver's wake-up (the kernel may cap the sizes; failures are harmless).
+fn set_socket_buffers(c: &TcpStream) {
+    let size: libc::c_int = SOCKET_BUFFER_BYTES as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a valid socket with a pointer to a c_int of the given length.
+        unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+fn split_addr(addr: &str) -> (&str, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse().unwrap_or(0),
+        ),
+        None => (addr, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything_once() {
+        for numel in [0usize, 1, 2, 3, 7, 100] {
+            for parts in 1..6 {
+                let mut next = 0;
+                for c in 0..parts {
+                    let r = chunk_range(numel, parts, c);
+                    assert_eq!(r.start, next);
+                    next = r.end;
+                }
+                assert_eq!(next, numel);
+            }
+        }
+    }
+
+    #[test]
+    fn all_reduce_send_items_follow_receives() {
+        for n in 2..6 {
+            for r in 0..n {
+                let p = all_reduce_plan(1_000_003, 4, n, r);
+                for (j, s) in p.send.iter().enumerate().skip(p.lead) {
+                    assert_eq!(s, &p.recv[j - p.lead].0);
+                }
+            }
+        }
+    }
+}

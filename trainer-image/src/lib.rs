@@ -1,0 +1,11 @@
+//! The Megatron-BERT trainer: checkpoint formats, the tensor-parallel model,
+//! collectives, and the fine-tuning loop.
+
+pub mod checkpoint;
+pub mod comm;
+pub mod data;
+pub mod metrics;
+pub mod model;
+pub mod parallel;
+pub mod storage;
+pub mod tokenizer;

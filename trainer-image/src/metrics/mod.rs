@@ -1,0 +1,8 @@
+//! The tasks' official metrics: SQuAD v1.1 exact match / F1 (evaluate-v1.1.py)
+//! and sklearn-style classification reports (text and token classification).
+
+mod classification;
+mod squad;
+
+pub use classification::{ClassScores, ClassificationReport};
+pub use squad::{SquadScores, exact_match, f1_score, normalize_answer, squad_evaluate};
