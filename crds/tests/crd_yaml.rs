@@ -98,18 +98,30 @@ fn optional_enums_keep_their_field_descriptions() {
     let spec = &schema()["properties"]["spec"]["properties"];
     let pretrained = &spec["model"]["properties"]["pretrained"];
     assert!(
-        pretrained["description"].as_str().unwrap().starts_with("A pretrained name"),
+        pretrained["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("A pretrained name"),
         "{pretrained}"
     );
     assert_eq!(pretrained["nullable"], true);
     assert_eq!(pretrained["enum"].as_array().unwrap().len(), 6);
     let pull = &spec["pod"]["properties"]["imagePullPolicy"];
-    assert!(pull["description"].as_str().unwrap().starts_with("Image pull policy"), "{pull}");
+    assert!(
+        pull["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Image pull policy"),
+        "{pull}"
+    );
 }
 
 #[test]
 fn conditions_merge_by_type() {
     let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
-    assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
 }

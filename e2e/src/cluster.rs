@@ -19,6 +19,9 @@ pub struct Cluster {
 impl Cluster {
     /// Reads `e2e/.cluster/env`, builds an admin client and checks the apiserver answers.
     pub async fn connect() -> anyhow::Result<Self> {
+        // ring, explicitly: the workspace also compiles aws-lc-rs (object_store), and rustls
+        // refuses to guess. An error means a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let env = ClusterEnv::load()?;
         let path = env.kubeconfig()?;
         let kubeconfig = Kubeconfig::read_from(&path)

@@ -90,6 +90,7 @@ async fn main() -> Result<()> {
     let config = kube::Config::infer()
         .await
         .context("KUBECONFIG: source e2e/.cluster/env")?;
+    megatron_operator::client::install_crypto_provider();
     let client = Client::try_from(config.clone())?;
     let crds_api: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds_api

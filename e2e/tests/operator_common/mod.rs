@@ -32,6 +32,7 @@ fn kubeconfig_path() -> PathBuf {
 
 /// Client configuration for the local control plane.
 pub async fn kube_config() -> Result<Config> {
+    megatron_operator::client::install_crypto_provider();
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path).with_context(|| {
         format!(
