@@ -6,7 +6,7 @@ use kube::{Client, Config, client::ClientBuilder};
 
 use crate::{api_writes, metrics::Metrics};
 
-/// Makes ring rustls's process-wide crypto provider. When several providers are compiled
+/// Installs ring as rustls's process-wide crypto provider. When several providers are compiled
 /// in (the workspace's S3 client brings aws-lc-rs), rustls cannot choose one by itself.
 pub fn install_crypto_provider() {
     // An error only means a provider is installed already.
