@@ -19,6 +19,7 @@ fn env_rerun(name: &str) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-changed=csrc/tp_regions.cpp");
     println!("cargo:rerun-if-changed=csrc/grad_utils.cpp");
+    println!("cargo:rerun-if-changed=csrc/rng_state.cpp");
     println!("cargo:rerun-if-changed=build.rs");
     let (includes, cxx11_abi) = if env_rerun("LIBTORCH_USE_PYTORCH").is_some() {
         let python = env_rerun("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|| "python3".into());
@@ -72,5 +73,6 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/tp_regions.cpp")
         .file("csrc/grad_utils.cpp")
+        .file("csrc/rng_state.cpp")
         .compile("megatron_tp_shim");
 }

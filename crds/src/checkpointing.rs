@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::metric::{Metric, MetricMode};
 use crate::uri::Uri;
 
-/// Checkpoints (one file per tensor-parallel rank, written under the job's storage root
-/// `checkpoints/step_NNNNNNNN/`; a checkpoint is complete once its `COMPLETE` marker exists).
+/// Checkpoints (one file per tensor-parallel rank, `mp_rank_NN/<file>.ckpt`, written under the
+/// job's storage root `checkpoints/step-NNNNNNNNNNNN/`; a checkpoint is complete once its
+/// `manifest.json`, listing every file's size and sha256, exists).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.keepLast > 0 || has(self.best)").field_path(".keepLast").message("spec.checkpointing keeps nothing: set keepLast to 1 or more, or set spec.checkpointing.best"))]
@@ -106,7 +107,7 @@ pub struct ResumeSpec {
     #[serde(default)]
     pub policy: ResumePolicy,
 
-    /// With policy From: a checkpoint directory written by this operator (step_NNNNNNNN).
+    /// With policy From: a checkpoint directory written by this operator (`.../checkpoints/step-NNNNNNNNNNNN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Uri>,
 }

@@ -217,7 +217,7 @@ pub struct MetricsStatus {
 pub struct CheckpointStatus {
     /// Optimizer step it holds.
     pub step: i64,
-    /// Its directory (step_NNNNNNNN under the job's checkpoints root).
+    /// Its directory (`step-NNNNNNNNNNNN` under the job's checkpoints root).
     pub uri: Uri,
     /// When it became complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,20 +1,25 @@
-//! A test-side stand-in for the kubelet, which the local control plane does not run.
+//! Kubelet pieces for the local control plane, which runs no kubelet of its own.
 //!
-//! It does, through the API, what a kubelet does for the objects our tests care about:
-//! registers a Node with capacity (cpu, memory, pods, `nvidia.com/gpu`), keeps its `Ready`
-//! condition and its Lease in `kube-node-lease` fresh so the node lifecycle controller leaves it
-//! alone, reports pods bound to it as Running and Ready, confirms the deletion of terminating
-//! pods, and, on request, makes a container exit (with a code and termination message) and
-//! restart, evicts a pod, or stops heartbeating so the node goes NotReady.
+//! Shared by the two node agents of the e2e crate:
+//! * [`NodeAgent`]: registers a Node with capacity, keeps its `Ready` condition and its Lease in
+//!   `kube-node-lease` fresh so the node lifecycle controller leaves it alone, and can stop
+//!   heartbeating so the node goes NotReady;
+//! * pod helpers: the watch of the pods bound to a node, pod conditions, container states, and
+//!   the kubelet's final confirmation of a pod deletion.
+//!
+//! [`FakeKubelet`] is the test-side stand-in built on them: it reports pods bound to its node as
+//! Running and Ready without running anything, confirms deletions, and, on request, makes a
+//! container exit (with a code and termination message) and restart, evicts a pod, or goes
+//! NotReady. `crate::process_kubelet` runs the containers as local processes instead.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
-        core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod},
+        core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, Taint},
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -27,31 +32,14 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 
-/// How the fake kubelet treats new pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodMode {
-    /// Report every new pod Running and Ready at once.
-    Run,
-    /// Leave new pods Pending (not started) until `start_pod` is called.
-    Hold,
-}
+/// Namespace of node Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
-/// One fake node and the tasks that keep it alive.
-pub struct FakeKubelet {
-    client: Client,
-    /// Node name.
-    pub node: String,
-    heartbeat: watch::Sender<bool>,
-    mode: watch::Sender<PodMode>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-const LEASE_NAMESPACE: &str = "kube-node-lease";
-
-fn now_time() -> Time {
+/// The current time as an API timestamp.
+pub fn now_time() -> Time {
     Time(Timestamp::now())
 }
 
@@ -69,9 +57,9 @@ fn ready_condition(ready: bool) -> NodeCondition {
         ),
         message: Some(
             if ready {
-                "fake kubelet is posting ready status"
+                "kubelet is posting ready status"
             } else {
-                "fake kubelet stopped"
+                "kubelet stopped posting node status"
             }
             .into(),
         ),
@@ -80,33 +68,69 @@ fn ready_condition(ready: bool) -> NodeCondition {
     }
 }
 
-impl FakeKubelet {
-    /// Registers node `name` with `gpus` GPUs and starts heartbeats and the pod driver.
-    pub async fn start(client: Client, name: &str, gpus: u32) -> Result<Self> {
+/// Node capacity (also reported as allocatable).
+pub fn node_capacity(cpu: &str, memory: &str, gpus: u32) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpu.into())),
+        ("memory".to_owned(), Quantity(memory.into())),
+        ("pods".to_owned(), Quantity("110".into())),
+        ("ephemeral-storage".to_owned(), Quantity("1Ti".into())),
+        ("nvidia.com/gpu".to_owned(), Quantity(gpus.to_string())),
+    ])
+}
+
+/// A registered Node and the task that heartbeats for it.
+pub struct NodeAgent {
+    client: Client,
+    /// Node name.
+    pub name: String,
+    heartbeat: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl NodeAgent {
+    /// Registers Node `name` (or takes over an existing one) with `capacity`, `labels` (plus
+    /// `kubernetes.io/hostname` and `kubernetes.io/os`) and `taints`, reports it Ready and starts
+    /// the heartbeats: the Lease every 5 s, the Ready condition every 10 s.
+    pub async fn register(
+        client: Client,
+        name: &str,
+        capacity: BTreeMap<String, Quantity>,
+        labels: BTreeMap<String, String>,
+        taints: Vec<Taint>,
+        addresses: Value,
+    ) -> Result<Self> {
         let nodes: Api<Node> = Api::all(client.clone());
-        let capacity = BTreeMap::from([
-            ("cpu".to_owned(), Quantity("64".into())),
-            ("memory".to_owned(), Quantity("512Gi".into())),
-            ("pods".to_owned(), Quantity("110".into())),
-            ("ephemeral-storage".to_owned(), Quantity("1Ti".into())),
-            ("nvidia.com/gpu".to_owned(), Quantity(gpus.to_string())),
+        let mut all_labels = BTreeMap::from([
+            ("kubernetes.io/hostname".to_owned(), name.to_owned()),
+            ("kubernetes.io/os".to_owned(), "linux".to_owned()),
         ]);
+        all_labels.extend(labels);
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(BTreeMap::from([
-                    ("kubernetes.io/hostname".to_owned(), name.to_owned()),
-                    ("kubernetes.io/os".to_owned(), "linux".to_owned()),
-                    ("megatron.dev/fake-node".to_owned(), "true".to_owned()),
-                ])),
+                labels: Some(all_labels),
                 ..ObjectMeta::default()
             },
-            spec: Some(NodeSpec::default()),
+            spec: Some(NodeSpec {
+                taints: (!taints.is_empty()).then(|| taints.clone()),
+                ..NodeSpec::default()
+            }),
             status: None,
         };
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                // Taken over: our taints replace the old ones.
+                nodes
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "spec": { "taints": taints } })),
+                    )
+                    .await
+                    .with_context(|| format!("updating the taints of node {name}"))?;
+            }
             Err(e) => return Err(e).context(format!("registering node {name}")),
         }
         let status = NodeStatus {
@@ -115,6 +139,8 @@ impl FakeKubelet {
             conditions: Some(vec![ready_condition(true)]),
             ..NodeStatus::default()
         };
+        let mut status = serde_json::to_value(status)?;
+        status["addresses"] = addresses;
         nodes
             .patch_status(
                 name,
@@ -123,19 +149,218 @@ impl FakeKubelet {
             )
             .await
             .with_context(|| format!("posting status of node {name}"))?;
-
         let (heartbeat, beats) = watch::channel(true);
+        let task = tokio::spawn(heartbeat_loop(client.clone(), name.to_owned(), beats));
+        Ok(Self {
+            client,
+            name: name.to_owned(),
+            heartbeat,
+            task,
+        })
+    }
+
+    /// Stops heartbeats and reports the node NotReady (as the node controller would after the
+    /// grace period).
+    pub async fn go_not_ready(&self) -> Result<()> {
+        let _ = self.heartbeat.send(false);
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({ "status": { "conditions": [ready_condition(false)] } });
+        nodes
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stops heartbeating and deletes the Node and its Lease (its pods are then orphans for the
+    /// pod GC).
+    pub async fn shutdown(&self) {
+        self.task.abort();
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let _ = nodes.delete(&self.name, &DeleteParams::default()).await;
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let _ = leases.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Renews the node Lease every 5 s and the Ready condition every 10 s while `beats` is true.
+async fn heartbeat_loop(client: Client, node: String, mut beats: watch::Receiver<bool>) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let nodes: Api<Node> = Api::all(client);
+    let mut tick = 0u64;
+    loop {
+        if *beats.borrow_and_update() {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(node.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(node.clone()),
+                    lease_duration_seconds: Some(40),
+                    renew_time: Some(MicroTime(Timestamp::now())),
+                    ..LeaseSpec::default()
+                }),
+            };
+            let _ = leases
+                .patch(
+                    &node,
+                    &PatchParams::apply("e2e-kubelet").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await;
+            if tick.is_multiple_of(2) {
+                let mut condition = ready_condition(true);
+                // Keep the transition time of an unchanged condition, as a kubelet does.
+                if let Ok(current) = nodes.get_status(&node).await
+                    && let Some(old) = current
+                        .status
+                        .and_then(|s| s.conditions)
+                        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
+                    && old.status == "True"
+                {
+                    condition.last_transition_time = old.last_transition_time;
+                }
+                let patch = json!({ "status": { "conditions": [condition] } });
+                let _ = nodes
+                    .patch_status(&node, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await;
+            }
+            tick += 1;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = beats.changed() => {}
+        }
+    }
+}
+
+/// The pod conditions a kubelet reports for a started pod whose containers are (not) all ready.
+pub fn pod_conditions(ready: bool) -> Value {
+    let now = now_time();
+    let flag = if ready { "True" } else { "False" };
+    json!([
+        { "type": "PodScheduled", "status": "True", "lastTransitionTime": now },
+        { "type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now },
+        { "type": "Initialized", "status": "True", "lastTransitionTime": now },
+        { "type": "ContainersReady", "status": flag, "lastTransitionTime": now },
+        { "type": "Ready", "status": flag, "lastTransitionTime": now },
+    ])
+}
+
+/// A container `state.running` value.
+pub fn running_state(started_at: &Time) -> Value {
+    json!({ "running": { "startedAt": started_at } })
+}
+
+/// A container `state.terminated` value; reason `Completed` for exit code 0, else `Error`.
+pub fn terminated_state(
+    exit_code: i32,
+    signal: Option<i32>,
+    message: &str,
+    started_at: &Time,
+    finished_at: &Time,
+    container_id: &str,
+) -> Value {
+    let mut terminated = json!({
+        "exitCode": exit_code,
+        "reason": if exit_code == 0 { "Completed" } else { "Error" },
+        "startedAt": started_at,
+        "finishedAt": finished_at,
+        "containerID": container_id,
+    });
+    if !message.is_empty() {
+        terminated["message"] = json!(message);
+    }
+    if let Some(signal) = signal {
+        terminated["signal"] = json!(signal);
+    }
+    json!({ "terminated": terminated })
+}
+
+/// A container `state.waiting` value.
+pub fn waiting_state(reason: &str, message: &str) -> Value {
+    json!({ "waiting": { "reason": reason, "message": message } })
+}
+
+/// Confirms the deletion of a terminating pod whose containers are stopped, as the kubelet does
+/// (grace 0, with the pod's UID as precondition so a recreated pod of the same name survives).
+pub async fn confirm_deletion(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: pod.uid().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("confirming the deletion of pod {}", pod.name_any()))
+        }
+    }
+}
+
+/// The watch events of the pods bound to `node` (all namespaces), retried with backoff.
+pub fn node_pod_events(
+    client: Client,
+    node: &str,
+) -> impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Send + use<> {
+    let all: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    watcher(all, config).default_backoff()
+}
+
+/// How the fake kubelet treats new pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodMode {
+    /// Report every new pod Running and Ready at once.
+    Run,
+    /// Leave new pods Pending (not started) until `start_pod` is called.
+    Hold,
+}
+
+/// One fake node and the tasks that keep it alive.
+pub struct FakeKubelet {
+    client: Client,
+    /// Node name.
+    pub node: String,
+    agent: NodeAgent,
+    mode: watch::Sender<PodMode>,
+    pods: JoinHandle<()>,
+}
+
+impl FakeKubelet {
+    /// Registers node `name` with `gpus` GPUs and starts heartbeats and the pod driver.
+    pub async fn start(client: Client, name: &str, gpus: u32) -> Result<Self> {
+        let agent = NodeAgent::register(
+            client.clone(),
+            name,
+            node_capacity("64", "512Gi", gpus),
+            BTreeMap::from([("megatron.dev/fake-node".to_owned(), "true".to_owned())]),
+            Vec::new(),
+            json!([]),
+        )
+        .await?;
         let (mode, modes) = watch::channel(PodMode::Run);
-        let tasks = vec![
-            tokio::spawn(heartbeat_loop(client.clone(), name.to_owned(), beats)),
-            tokio::spawn(pod_loop(client.clone(), name.to_owned(), modes)),
-        ];
+        let pods = tokio::spawn(pod_loop(client.clone(), name.to_owned(), modes));
         Ok(Self {
             client,
             node: name.to_owned(),
-            heartbeat,
+            agent,
             mode,
-            tasks,
+            pods,
         })
     }
 
@@ -146,17 +371,7 @@ impl FakeKubelet {
 
     /// Stops heartbeats and reports the node NotReady (as the node controller would after the grace period).
     pub async fn go_not_ready(&self) -> Result<()> {
-        let _ = self.heartbeat.send(false);
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let patch = json!({ "status": { "conditions": [ready_condition(false)] } });
-        nodes
-            .patch_status(
-                &self.node,
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
-            .await?;
-        Ok(())
+        self.agent.go_not_ready().await
     }
 
     /// Reports pod `name` Running and Ready (for pods held by `PodMode::Hold`).
@@ -189,19 +404,19 @@ impl FakeKubelet {
         let now = now_time();
         for cs in &mut statuses {
             cs.restart_count += 1;
-            cs.last_state = Some(serde_json::from_value(json!({
-                "terminated": {
-                    "exitCode": exit_code,
-                    "reason": if exit_code == 0 { "Completed" } else { "Error" },
-                    "message": message,
-                    "startedAt": now,
-                    "finishedAt": now,
-                    "containerID": format!("fake://{name}/{}", cs.restart_count),
-                }
-            }))?);
-            cs.state = Some(serde_json::from_value(
-                json!({ "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting failed container" } }),
-            )?);
+            let container_id = format!("fake://{name}/{}", cs.restart_count);
+            cs.last_state = Some(serde_json::from_value(terminated_state(
+                exit_code,
+                None,
+                message,
+                &now,
+                &now,
+                &container_id,
+            ))?);
+            cs.state = Some(serde_json::from_value(waiting_state(
+                "CrashLoopBackOff",
+                "back-off restarting failed container",
+            ))?);
             cs.ready = false;
             cs.started = Some(false);
         }
@@ -227,85 +442,15 @@ impl FakeKubelet {
 
     /// Stops the tasks and deletes the Node (its pods are then orphans for the pod GC).
     pub async fn shutdown(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let _ = nodes.delete(&self.node, &DeleteParams::default()).await;
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
-        let _ = leases.delete(&self.node, &DeleteParams::default()).await;
+        self.pods.abort();
+        self.agent.shutdown().await;
     }
 }
 
 impl Drop for FakeKubelet {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.pods.abort();
     }
-}
-
-/// Renews the node Lease every 5 s and the Ready condition every 10 s while `beats` is true.
-async fn heartbeat_loop(client: Client, node: String, mut beats: watch::Receiver<bool>) {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let nodes: Api<Node> = Api::all(client);
-    let mut tick = 0u64;
-    loop {
-        if *beats.borrow_and_update() {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(node.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(node.clone()),
-                    lease_duration_seconds: Some(40),
-                    renew_time: Some(MicroTime(Timestamp::now())),
-                    ..LeaseSpec::default()
-                }),
-            };
-            let _ = leases
-                .patch(
-                    &node,
-                    &PatchParams::apply("fake-kubelet").force(),
-                    &Patch::Apply(&lease),
-                )
-                .await;
-            if tick.is_multiple_of(2) {
-                let mut condition = ready_condition(true);
-                // Keep the transition time of an unchanged condition, as a kubelet does.
-                if let Ok(current) = nodes.get_status(&node).await
-                    && let Some(old) = current
-                        .status
-                        .and_then(|s| s.conditions)
-                        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
-                    && old.status == "True"
-                {
-                    condition.last_transition_time = old.last_transition_time;
-                }
-                let patch = json!({ "status": { "conditions": [condition] } });
-                let _ = nodes
-                    .patch_status(&node, &PatchParams::default(), &Patch::Strategic(patch))
-                    .await;
-            }
-            tick += 1;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = beats.changed() => {}
-        }
-    }
-}
-
-fn pod_conditions(ready: bool) -> serde_json::Value {
-    let now = now_time();
-    let flag = if ready { "True" } else { "False" };
-    json!([
-        { "type": "PodScheduled", "status": "True", "lastTransitionTime": now },
-        { "type": "Initialized", "status": "True", "lastTransitionTime": now },
-        { "type": "ContainersReady", "status": flag, "lastTransitionTime": now },
-        { "type": "Ready", "status": flag, "lastTransitionTime": now },
-    ])
 }
 
 async fn run_pod(pods: &Api<Pod>, pod: &Pod, node: &str) -> Result<()> {
@@ -326,7 +471,7 @@ async fn run_pod(pods: &Api<Pod>, pod: &Pod, node: &str) -> Result<()> {
                 "ready": true,
                 "started": true,
                 "restartCount": 0,
-                "state": { "running": { "startedAt": now } },
+                "state": running_state(&now),
             })
         })
         .collect();
@@ -351,11 +496,8 @@ async fn run_pod(pods: &Api<Pod>, pod: &Pod, node: &str) -> Result<()> {
 
 /// Watches the pods bound to `node`: starts new ones (in `PodMode::Run`) and confirms deletions.
 async fn pod_loop(client: Client, node: String, modes: watch::Receiver<PodMode>) {
-    let all: Api<Pod> = Api::all(client.clone());
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let client = Arc::new(client);
-    let mut stream = watcher(all, config)
-        .default_backoff()
+    let mut stream = node_pod_events((*client).clone(), &node)
         .applied_objects()
         .boxed();
     while let Some(next) = stream.try_next().await.transpose() {
@@ -366,15 +508,7 @@ async fn pod_loop(client: Client, node: String, modes: watch::Receiver<PodMode>)
         let pods: Api<Pod> = Api::namespaced((*client).clone(), &namespace);
         if pod.metadata.deletion_timestamp.is_some() {
             // The containers are "stopped": confirm the deletion as the kubelet does.
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: pod.uid().map(|uid| kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            let _ = pods.delete(&pod.name_any(), &params).await;
+            let _ = confirm_deletion(&pods, &pod).await;
             continue;
         }
         let started = pod

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod crd;
 pub mod env;
 pub mod kubelet;
+pub mod process_kubelet;
 pub mod namespace;
 
 pub use cluster::Cluster;

@@ -4,8 +4,12 @@
 pub mod checkpoint;
 pub mod comm;
 pub mod data;
+pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod parallel;
+pub mod progress;
 pub mod storage;
+pub mod task;
 pub mod tokenizer;
+pub mod train;

@@ -12,15 +12,29 @@
 //!
 //! Parameter paths equal the canonical names of the trainer contract.
 //! Activations are `[batch, seq, hidden]`.
+//!
+//! Dropout follows Megatron's two random streams (see
+//! [`crate::parallel::random`]): embedding and hidden dropout act on
+//! activations replicated across the tensor-parallel group and draw from the
+//! default generator (same seed on every rank, so the same masks); attention
+//! dropout acts on this rank's heads and runs inside the model's
+//! [`ModelParallelRng`] fork, so ranks draw different masks for different heads.
 
 use tch::{Kind, Tensor, nn};
 
 use super::config::{Activation, Architecture, BertConfig};
 use super::error::{ModelError, Result};
-use crate::parallel::{ColumnParallelLinear, RowParallelLinear, TpGroup, VocabParallelEmbedding};
+use crate::parallel::random::RngError;
+use crate::parallel::{
+    ColumnParallelLinear, ModelParallelRng, RowParallelLinear, TpGroup, VocabParallelEmbedding,
+};
 
 /// Megatron's `init_method_std`.
 pub const INIT_STD: f64 = 0.02;
+
+fn rng_error(e: RngError) -> ModelError {
+    ModelError::Torch(tch::TchError::Torch(e.to_string()))
+}
 
 fn layer_norm(vs: &nn::Path, cfg: &BertConfig) -> nn::LayerNorm {
     nn::layer_norm(
@@ -111,10 +125,17 @@ pub struct SelfAttention {
     local_heads: i64,
     head_dim: i64,
     dropout: f64,
+    rng: ModelParallelRng,
 }
 
 impl SelfAttention {
-    fn new(vs: &nn::Path, cfg: &BertConfig, tp: &TpGroup, output_std: f64) -> Result<Self> {
+    fn new(
+        vs: &nn::Path,
+        cfg: &BertConfig,
+        tp: &TpGroup,
+        output_std: f64,
+        rng: &ModelParallelRng,
+    ) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Self {
             query_key_value: ColumnParallelLinear::new(
@@ -129,11 +150,22 @@ impl SelfAttention {
             local_heads: cfg.num_attention_heads / tp.size(),
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_dropout,
+            rng: rng.clone(),
         })
     }
 
     /// `x`: `[b, s, h]`; `mask`: bool `[b, 1, 1, s]`, true where a key may be attended.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        let ctx = self.context(x, mask, train)?;
+        self.dense.forward(&ctx)
+    }
+
+    /// This rank's heads' attention output before the row-parallel output
+    /// projection, `[b, s, local_heads * head_dim]` (heads in order).
+    /// Attention-probability dropout (train mode) draws from the
+    /// model-parallel generator. `x`: `[b, s, h]`; `mask`: bool
+    /// `[b, 1, 1, s]`, true where a key may be attended.
+    pub fn context(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, s, _) = x.size3()?;
         let qkv = self
             .query_key_value
@@ -141,12 +173,19 @@ impl SelfAttention {
             .f_view([b, s, self.local_heads, 3, self.head_dim])?
             .f_permute([3, 0, 2, 1, 4])?;
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let p = if train { self.dropout } else { 0.0 };
-        let ctx = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
-        let ctx = ctx
+        let attend = |p: f64| {
+            Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)
+        };
+        let ctx = if train && self.dropout > 0.0 {
+            self.rng
+                .fork(|| attend(self.dropout))
+                .map_err(rng_error)??
+        } else {
+            attend(0.0)?
+        };
+        Ok(ctx
             .f_transpose(1, 2)?
-            .f_reshape([b, s, self.local_heads * self.head_dim])?;
-        self.dense.forward(&ctx)
+            .f_reshape([b, s, self.local_heads * self.head_dim])?)
     }
 }
 
@@ -206,7 +245,7 @@ pub struct TransformerLayer {
 }
 
 impl TransformerLayer {
-    fn new(vs: &nn::Path, cfg: &BertConfig, tp: &TpGroup) -> Result<Self> {
+    fn new(vs: &nn::Path, cfg: &BertConfig, tp: &TpGroup, rng: &ModelParallelRng) -> Result<Self> {
         // Megatron's scaled init for the layers that feed the residual stream.
         let output_std = INIT_STD / (2.0 * cfg.num_layers as f64).sqrt();
         let (first, second) = match cfg.architecture {
@@ -215,7 +254,7 @@ impl TransformerLayer {
         };
         Ok(Self {
             first_layernorm: layer_norm(&(vs / first), cfg),
-            self_attention: SelfAttention::new(&(vs / "self_attention"), cfg, tp, output_std)?,
+            self_attention: SelfAttention::new(&(vs / "self_attention"), cfg, tp, output_std, rng)?,
             second_layernorm: layer_norm(&(vs / second), cfg),
             mlp: Mlp::new(&(vs / "mlp"), cfg, tp, output_std)?,
             architecture: cfg.architecture,
@@ -259,16 +298,25 @@ pub struct BertModel {
     pub pooler: nn::Linear,
     config: BertConfig,
     tp: TpGroup,
+    rng: ModelParallelRng,
 }
 
 impl BertModel {
     /// Creates randomly initialised parameters (Megatron's init) for this
     /// rank's shards under `vs` (normally `var_store.root()`).
+    ///
+    /// Seeding: call `tch::manual_seed(seed)` with the same `seed` on every
+    /// rank of the tensor-parallel group before building. The model's
+    /// model-parallel generator (attention dropout) then starts from
+    /// `seed + 2718 + tp_rank` (Megatron's `model_parallel_cuda_manual_seed`),
+    /// taken from the default generator's seed at this call; reseed it later
+    /// with `model_parallel_rng().manual_seed(seed)`.
     pub fn new(vs: &nn::Path, config: &BertConfig, tp: &TpGroup) -> Result<Self> {
         config.validate(tp.size())?;
+        let rng = ModelParallelRng::from_default_seed(tp.rank(), vs.device()).map_err(rng_error)?;
         let encoder = vs / "encoder";
         let layers = (0..config.num_layers)
-            .map(|i| TransformerLayer::new(&(&encoder / "layers" / i), config, tp))
+            .map(|i| TransformerLayer::new(&(&encoder / "layers" / i), config, tp, &rng))
             .collect::<Result<Vec<_>>>()?;
         let final_layernorm = (config.architecture == Architecture::MegatronPreLn)
             .then(|| layer_norm(&(&encoder / "final_layernorm"), config));
@@ -292,7 +340,15 @@ impl BertModel {
             pooler,
             config: config.clone(),
             tp: tp.clone(),
+            rng,
         })
+    }
+
+    /// The model-parallel generator attention dropout draws from (shared by
+    /// all layers): read and restore it with `state()` / `set_state()` for
+    /// training checkpoints, reseed it with `manual_seed`.
+    pub fn model_parallel_rng(&self) -> &ModelParallelRng {
+        &self.rng
     }
 
     /// The configuration the model was built from.

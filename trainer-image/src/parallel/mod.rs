@@ -5,10 +5,12 @@
 
 pub mod grad_sync;
 pub mod linear;
+pub mod random;
 pub mod regions;
 pub mod vocab_embedding;
 
 pub use grad_sync::all_reduce_gradients_mean;
 pub use linear::{ColumnParallelLinear, RowParallelLinear};
+pub use random::ModelParallelRng;
 pub use regions::{TpGroup, copy_to_tensor_parallel_region, reduce_from_tensor_parallel_region};
 pub use vocab_embedding::VocabParallelEmbedding;

@@ -1,0 +1,451 @@
+//! The main job for real: the operator (in-process) and the process kubelet running
+//! `target/<profile>/megatron-trainer` fine-tune a tiny Megatron-BERT on tiny SQuAD data from the
+//! local S3 server, on CPU, with tensor parallelism 2, through the local control plane.
+//!
+//! Run: `e2e/cluster/up && source e2e/.cluster/env && eval "$(scripts/torch-env)" &&
+//! cargo build -p megatron-trainer && cargo test -p e2e --test fine_tune_job`.
+//! Both tests fail loudly (never skip) when the trainer binary or the cluster is missing.
+
+mod operator_common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use crds::MegatronFineTune;
+use e2e::{
+    Cluster, TestNamespace,
+    process_kubelet::{PROCESS_NODE_TAINT, ProcessKubelet, ProcessKubeletConfig},
+};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path as Key,
+};
+use operator_common::{RunningOperator, install_crd, job_phase, wait};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "megatron-e2e";
+
+/// `target/<profile>`: the directory of this test binary's parent (`.../deps/..`).
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary outside target/<profile>/deps")?
+        .to_path_buf();
+    let trainer = dir.join("megatron-trainer");
+    ensure!(
+        trainer.is_file(),
+        "{} does not exist: build the trainer first (`cargo build -p megatron-trainer`, same profile as the tests)",
+        trainer.display()
+    );
+    Ok(dir)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One job's world: namespace, S3 inputs, process kubelet, operator.
+struct Run {
+    cluster: Cluster,
+    ns: TestNamespace,
+    kubelet: ProcessKubelet,
+    operator: RunningOperator,
+    store: Arc<dyn ObjectStore>,
+    /// Key prefix of this run's objects in the bucket.
+    prefix: String,
+}
+
+impl Run {
+    async fn start(prefix: &str) -> Result<Self> {
+        let bin = bin_dir()?;
+        let cluster = Cluster::connect().await?;
+        install_crd(&cluster.client).await?;
+        let ns = cluster.namespace(prefix).await?;
+        let env = &cluster.env;
+
+        // The S3 credentials Secret the spec names (values never printed).
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "s3-credentials" },
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID")?,
+                "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY")?,
+            },
+        }))?;
+        Api::<Secret>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await?;
+
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(env.s3_endpoint()?)
+                .with_allow_http(true)
+                .with_region(env.get("AWS_REGION").unwrap_or("us-east-1"))
+                .with_bucket_name(BUCKET)
+                .with_access_key_id(env.get("AWS_ACCESS_KEY_ID")?)
+                .with_secret_access_key(env.get("AWS_SECRET_ACCESS_KEY")?)
+                .build()?,
+        );
+        let run_prefix = ns.name.clone();
+        let work = e2e::workspace_root()
+            .join("e2e/.cluster/fine-tune-tests")
+            .join(&ns.name);
+        seed_inputs(&store, &run_prefix, &work).await?;
+
+        let mut config = ProcessKubeletConfig::new(
+            &format!("pk-{}", ns.name),
+            e2e::workspace_root().join("e2e/.cluster/process-kubelet-tests"),
+            vec![bin],
+            &env.kubeconfig()?,
+        )?;
+        config.restart_backoff = Duration::from_secs(5);
+        let kubelet = ProcessKubelet::start(cluster.client.clone(), config).await?;
+
+        // Watches only this namespace; rank 0's rendezvous port is a free port of this host
+        // (the pods share its network).
+        let mut op = megatron_operator::OperatorConfig::for_tests();
+        op.namespace = Some(ns.name.clone());
+        op.lease_namespace = ns.name.clone();
+        op.lease_duration_seconds = 4;
+        op.lease_grace_seconds = 1;
+        op.master_port = free_port()?;
+        op.trainer_image = "megatron-trainer:process".into();
+        let operator = RunningOperator::start(op).await?;
+        Ok(Self {
+            cluster,
+            ns,
+            kubelet,
+            operator,
+            store,
+            prefix: run_prefix,
+        })
+    }
+
+    fn jobs(&self) -> Api<MegatronFineTune> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns.name)
+    }
+
+    /// examples/tiny-cpu-squad.yaml pointed at this run's inputs and node, `patch` merged over.
+    async fn create(&self, name: &str, patch: Value) -> Result<MegatronFineTune> {
+        let example =
+            std::fs::read_to_string(e2e::workspace_root().join("examples/tiny-cpu-squad.yaml"))?;
+        let mut job: Value =
+            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&example)?)?;
+        job["metadata"] = json!({ "name": name, "namespace": self.ns.name });
+        let p = &self.prefix;
+        let spec = &mut job["spec"];
+        spec["model"]["checkpoint"]["location"] = json!(format!("s3://{BUCKET}/{p}/tiny-bert/"));
+        spec["data"]["train"] = json!(format!("s3://{BUCKET}/{p}/squad-tiny/train.json"));
+        spec["data"]["validation"] = json!(format!("s3://{BUCKET}/{p}/squad-tiny/dev.json"));
+        spec["storage"]["endpoint"] = json!(self.cluster.env.s3_endpoint()?);
+        spec["storage"]["bucket"] = json!(BUCKET);
+        spec["storage"]["prefix"] = json!(format!("{p}/runs"));
+        spec["pod"]["nodeSelector"] = json!({ "kubernetes.io/hostname": self.kubelet.node });
+        spec["pod"]["tolerations"] = json!([
+            { "key": PROCESS_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }
+        ]);
+        merge(spec, patch);
+        let job: MegatronFineTune = serde_json::from_value(job)?;
+        Ok(self.jobs().create(&PostParams::default(), &job).await?)
+    }
+
+    async fn wait_phase(
+        &self,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> Result<MegatronFineTune> {
+        let jobs = self.jobs();
+        let outcome = wait(&format!("{name} to be {phase}"), timeout, || async {
+            let job = jobs.get(name).await?;
+            let now = job_phase(&job);
+            if now == "Failed" && phase != "Failed" {
+                bail!(
+                    "{name} failed: {:?}",
+                    job.status.as_ref().map(|s| &s.conditions)
+                );
+            }
+            Ok(now == phase)
+        })
+        .await;
+        if let Err(e) = outcome {
+            self.dump(name).await;
+            return Err(e);
+        }
+        Ok(jobs.get(name).await?)
+    }
+
+    /// Prints the job's status and where the rank logs are (on failure).
+    async fn dump(&self, name: &str) {
+        if let Ok(job) = self.jobs().get(name).await {
+            eprintln!(
+                "job status: {}",
+                serde_json::to_string_pretty(&job.status).unwrap_or_default()
+            );
+        }
+        eprintln!(
+            "rank logs: {}/{}_{name}-*/logs/trainer/",
+            e2e::workspace_root()
+                .join("e2e/.cluster/process-kubelet-tests")
+                .display(),
+            self.ns.name
+        );
+    }
+
+    async fn object_size(&self, uri: &str) -> Result<u64> {
+        let key = uri
+            .strip_prefix(&format!("s3://{BUCKET}/"))
+            .with_context(|| format!("{uri} is not in bucket {BUCKET}"))?;
+        Ok(self.store.head(&Key::from(key)).await?.size)
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.operator.stop().await?;
+        self.kubelet.shutdown(Duration::from_secs(5)).await;
+        self.ns.delete().await
+    }
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) if v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// Makes the tiny model (a Megatron-LM checkpoint at TP 2, the example's architecture) and the tiny
+/// SQuAD data with the repository's Python helpers, and uploads them under `prefix`.
+async fn seed_inputs(store: &Arc<dyn ObjectStore>, prefix: &str, work: &Path) -> Result<()> {
+    let python = std::env::var("MEGATRON_PYTHON")
+        .context("MEGATRON_PYTHON is not set: run `eval \"$(scripts/torch-env)\"` first")?;
+    let root = e2e::workspace_root();
+    let _ = std::fs::remove_dir_all(work);
+    let model = work.join("tiny-bert");
+    let data = work.join("data");
+    for (script, args) in [
+        (
+            root.join("e2e/tests/python/tiny_megatron_bert.py"),
+            vec![model.display().to_string()],
+        ),
+        (
+            root.join("trainer-image/tests/python/data_make_datasets.py"),
+            vec![
+                "--out".into(),
+                data.display().to_string(),
+                "--train".into(),
+                "64".into(),
+                "--dev".into(),
+                "16".into(),
+            ],
+        ),
+    ] {
+        let out = Command::new(&python).arg(&script).args(&args).output()?;
+        ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files = vec![
+        (
+            data.join("squad/train.json"),
+            "squad-tiny/train.json".to_owned(),
+        ),
+        (
+            data.join("squad/dev.json"),
+            "squad-tiny/dev.json".to_owned(),
+        ),
+    ];
+    for rel in [
+        "latest_checkpointed_iteration.txt",
+        "iter_0000100/mp_rank_00/model_optim_rng.pt",
+        "iter_0000100/mp_rank_01/model_optim_rng.pt",
+    ] {
+        files.push((model.join(rel), format!("tiny-bert/{rel}")));
+    }
+    for (local, key) in files {
+        let bytes =
+            std::fs::read(&local).with_context(|| format!("reading {}", local.display()))?;
+        store
+            .put(
+                &Key::from(format!("{prefix}/{key}")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .with_context(|| format!("uploading {key} to the local S3 server"))?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_tiny_cpu_example_fine_tunes_end_to_end() -> Result<()> {
+    let run = Run::start("ft-main").await?;
+    run.create("tiny", json!({})).await?;
+    let job = run
+        .wait_phase("tiny", "Succeeded", Duration::from_secs(900))
+        .await?;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.restarts, 0);
+    let progress = status.progress.clone().context("status.progress")?;
+    assert_eq!(progress.step, 40, "maxSteps of the example");
+    assert_eq!(progress.total_steps, Some(40));
+    let metrics = status.metrics.clone().context("status.metrics")?;
+    assert!(
+        metrics.train_loss.is_some_and(f64::is_finite),
+        "{metrics:?}"
+    );
+    for name in ["val_loss", "val_exact_match", "val_f1"] {
+        assert!(
+            metrics.validation.contains_key(name),
+            "{name} in {metrics:?}"
+        );
+    }
+    let latest = status
+        .latest_checkpoint
+        .clone()
+        .context("status.latestCheckpoint")?;
+    assert_eq!(latest.step, 40);
+    let nemo = status
+        .artifacts
+        .clone()
+        .and_then(|a| a.nemo)
+        .context("status.artifacts.nemo")?;
+    assert!(nemo.uri.as_str().ends_with(".nemo"), "{}", nemo.uri);
+    let size = run.object_size(nemo.uri.as_str()).await?;
+    assert_eq!(
+        Some(size as i64),
+        nemo.size_bytes,
+        "the .nemo object is in S3, whole"
+    );
+    assert!(
+        size > 1_000_000,
+        "the .nemo holds the weights: {size} bytes"
+    );
+    let result = status.result.clone().context("status.result")?;
+    assert_eq!(result.attempt, 0);
+    // Finished: the gang is scaled to zero.
+    let pods: Api<Pod> = Api::namespaced(run.cluster.client.clone(), &run.ns.name);
+    wait("the pods to be gone", Duration::from_secs(120), || async {
+        Ok(pods
+            .list(&ListParams::default().labels("megatron.dev/job-name=tiny"))
+            .await?
+            .items
+            .is_empty())
+    })
+    .await?;
+    run.finish().await
+}
+
+#[tokio::test]
+async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> Result<()> {
+    let run = Run::start("ft-kill").await?;
+    // One rank per pod, so killing a pod's process kills exactly one rank; more steps and
+    // frequent checkpoints so that training is still going when the first checkpoint is there.
+    run.create(
+        "resumable",
+        json!({
+            "training": { "maxSteps": 80, "validationIntervalSteps": 40 },
+            "parallelism": { "ranksPerPod": 1 },
+            "checkpointing": { "intervalSteps": 20, "keepLast": 2 },
+            "runPolicy": { "backoff": { "initialSeconds": 1, "maxSeconds": 2 } },
+        }),
+    )
+    .await?;
+    let jobs = run.jobs();
+    wait("a first checkpoint", Duration::from_secs(900), || async {
+        let job = jobs.get("resumable").await?;
+        ensure!(
+            job_phase(&job) != "Failed",
+            "the job failed: {:?}",
+            job.status
+        );
+        Ok(job
+            .status
+            .and_then(|s| s.latest_checkpoint)
+            .is_some_and(|c| c.step >= 20))
+    })
+    .await?;
+    let before = jobs.get("resumable").await?.status.unwrap();
+    let checkpoint_step = before.latest_checkpoint.unwrap().step;
+    ensure!(
+        before.progress.as_ref().is_some_and(|p| p.step < 80),
+        "training ended before a rank could be killed: {:?}",
+        before.progress
+    );
+    // SIGKILL rank 1's process (its pod's container), as an OOM kill would.
+    let rank1 = run
+        .kubelet
+        .container(&run.ns.name, "resumable-1", "trainer")
+        .and_then(|c| c.pid)
+        .context("rank 1's process")?;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(rank1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    eprintln!("killed rank 1 (pid {rank1}) after checkpoint step {checkpoint_step}");
+
+    let job = run
+        .wait_phase("resumable", "Succeeded", Duration::from_secs(900))
+        .await?;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.restarts, 1, "one gang restart");
+    assert_eq!(status.result.as_ref().map(|r| r.attempt), Some(1));
+    assert_eq!(status.progress.as_ref().map(|p| p.step), Some(80));
+    assert!(
+        status.restart_checkpoint_step.unwrap_or_default() >= checkpoint_step,
+        "{:?}",
+        status.restart_checkpoint_step
+    );
+    // Attempt 1's rank 0 resumed from a checkpoint at or after the one seen before the kill.
+    let dir = run
+        .kubelet
+        .pod_dir(&run.ns.name, "resumable-0")
+        .context("attempt 1's pod 0")?;
+    let log = std::fs::read_to_string(dir.join("logs/trainer/0.log"))?;
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming"))
+        .with_context(|| format!("no 'resuming' line in {}", dir.display()))?;
+    let step: i64 = resumed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("step="))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no step in {resumed:?}"))?;
+    assert!(step >= checkpoint_step && step < 80, "{resumed}");
+    assert!(
+        nemo_size(&run, &status).await? > 1_000_000,
+        "the resumed run wrote its .nemo"
+    );
+    run.finish().await
+}
+
+async fn nemo_size(run: &Run, status: &crds::MegatronFineTuneStatus) -> Result<u64> {
+    let nemo = status
+        .artifacts
+        .clone()
+        .and_then(|a| a.nemo)
+        .context("status.artifacts.nemo")?;
+    run.object_size(nemo.uri.as_str()).await
+}

@@ -1,0 +1,526 @@
+//! Reading .nemo archives (ours and NeMo 1.x's, gzip or plain tar) in one
+//! pass over the stream: the small members are kept in memory, each weights
+//! member is copied to a scratch file (the torch.save reader needs a file),
+//! then this rank's shard is loaded, checked against the config, converted
+//! to the canonical QKV order and resharded when the tensor-parallel size
+//! differs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use tch::Tensor;
+
+use super::model_config::{self, NemoTask};
+use super::{NemoModel, artifact, keys, shapes};
+use crate::checkpoint::error::{CheckpointError, Result};
+use crate::checkpoint::megatron::{model_entry, qkv, reshard_repad};
+use crate::checkpoint::torch_pickle;
+use crate::model::{BertConfig, StateDict, merge_shards, shard_state_dict};
+
+/// How to read an archive.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOptions {
+    /// Where to extract the weights and artifacts (default: the system
+    /// temporary directory). Needs room for the whole model.
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// Members larger than this that are not weights are skipped.
+const SMALL_MEMBER_LIMIT: u64 = 64 << 20;
+
+/// Reads rank `tp_rank` of `target_tp` from the .nemo at `path`.
+pub fn read_nemo(path: &Path, target_tp: i64, tp_rank: i64) -> Result<NemoModel> {
+    read_nemo_with(path, target_tp, tp_rank, &ReadOptions::default())
+}
+
+/// [`read_nemo`] with options.
+pub fn read_nemo_with(
+    path: &Path,
+    target_tp: i64,
+    tp_rank: i64,
+    opts: &ReadOptions,
+) -> Result<NemoModel> {
+    let invalid = |m: String| CheckpointError::invalid(path, m);
+    if target_tp < 1 || tp_rank < 0 || tp_rank >= target_tp {
+        return Err(invalid(format!(
+            "tensor-parallel rank {tp_rank} of size {target_tp} is not a valid rank"
+        )));
+    }
+    let scratch = match &opts.scratch_dir {
+        Some(d) => tempfile::Builder::new().prefix("nemo-").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("nemo-").tempdir(),
+    }
+    .map_err(|e| CheckpointError::io(opts.scratch_dir.clone().unwrap_or_default(), e))?;
+    let scan = scan(path, scratch.path())?;
+
+    let cfg_text = scan
+        .small
+        .get("model_config.yaml")
+        .ok_or_else(|| invalid("model_config.yaml is missing: not a .nemo archive".into()))?;
+    let cfg_text = std::str::from_utf8(cfg_text)
+        .map_err(|_| invalid("model_config.yaml is not UTF-8 text".into()))?;
+    let parsed =
+        model_config::parse(cfg_text).map_err(|m| invalid(format!("model_config.yaml: {m}")))?;
+    let member_text = |reference: &str, what: &str| -> Result<Vec<u8>> {
+        let member = artifact::member_of_ref(reference);
+        scan.small.get(member).cloned().ok_or_else(|| {
+            invalid(format!(
+                "{member} (the {what} that model_config.yaml names as {reference}) is missing"
+            ))
+        })
+    };
+
+    // Weights files by source rank.
+    let weight_files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    let source_tp = weight_files.len() as i64;
+
+    // Megatron checkpoint version: the QKV row order of the saved weights.
+    let version = match scan
+        .small
+        .iter()
+        .find(|(k, _)| k.ends_with("megatron_checkpoint_version.json"))
+    {
+        None => None,
+        Some((member, bytes)) => {
+            let v: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| invalid(format!("{member}: not JSON: {e}")))?;
+            match v.get("checkpoint_version") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(x) => Some(x.as_f64().ok_or_else(|| {
+                    invalid(format!("{member}: checkpoint_version {x} is not a number"))
+                })?),
+            }
+        }
+    };
+
+    // Vocabulary.
+    let vocab = match &parsed.vocab_ref {
+        Some(r) => Some(member_text(r, "tokenizer vocabulary")?),
+        None => None,
+    };
+    let vocab_file = match &vocab {
+        Some(bytes) => {
+            let p = scratch.path().join("vocab.txt");
+            std::fs::write(&p, bytes).map_err(|e| CheckpointError::io(&p, e))?;
+            Some(p)
+        }
+        None => None,
+    };
+    let vocab_size = vocab.as_ref().map(|b| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count() as i64
+    });
+
+    // Architecture: encoder config file, inline config, or a published name.
+    let mut encoder_json: Option<serde_json::Value> = None;
+    let mut config = if let Some(r) = &parsed.encoder_config_ref {
+        let text = member_text(r, "encoder config")?;
+        let text = String::from_utf8_lossy(&text).to_string();
+        encoder_json = serde_json::from_str(&text).ok();
+        parse_config(&text, vocab_size)
+            .map_err(|m| invalid(format!("{}: {m}", artifact::member_of_ref(r))))?
+    } else if let Some(inline) = &parsed.inline_encoder_config {
+        parse_config(&inline.to_string(), vocab_size)
+            .map_err(|m| invalid(format!("model_config.yaml language_model.config: {m}")))?
+    } else if let Some(name) = &parsed.pretrained_model_name {
+        let mut c = BertConfig::pretrained(name)
+            .map_err(|e| invalid(format!("model_config.yaml language_model: {e}")))?;
+        if let Some(v) = vocab_size {
+            c.vocab_size = v;
+        }
+        c
+    } else {
+        return Err(invalid(
+            "model_config.yaml has no language_model.config_file, language_model.config or \
+             pretrained_model_name: the architecture is unknown"
+                .into(),
+        ));
+    };
+    let heads = config.num_attention_heads;
+    if heads % source_tp != 0 || config.ffn_hidden_size % source_tp != 0 {
+        return Err(invalid(format!(
+            "{source_tp} mp_rank directories do not divide the {heads} attention heads and the \
+             MLP width {}",
+            config.ffn_hidden_size
+        )));
+    }
+
+    // Load the shards this rank needs.
+    let wanted: Vec<usize> = if source_tp == target_tp {
+        vec![tp_rank as usize]
+    } else {
+        (0..source_tp as usize).collect()
+    };
+    let expected = shapes::encoder_shapes(&config, source_tp);
+    let mut shards = Vec::with_capacity(wanted.len());
+    let mut ignored = Vec::new();
+    for &r in &wanted {
+        let (member, file) = &weight_files[r];
+        let (value, _) = torch_pickle::load(file).map_err(|e| rename_error(e, path, member))?;
+        let mut shard = StateDict::new();
+        model_entry(&value).visit_tensors("", &mut |key, t: &Tensor| match keys::canonical(key) {
+            Some(name) => {
+                shard.insert(name, t.shallow_clone());
+            }
+            None => {
+                if r == wanted[0] {
+                    ignored.push(key.to_string());
+                }
+            }
+        });
+        check_shard(path, member, &shard, &expected, &config, source_tp)?;
+        let version = version.unwrap_or(super::NEMO_CHECKPOINT_VERSION);
+        if version < 2.0 {
+            let head_dim = config.hidden_size / heads;
+            for (name, t) in shard.iter_mut() {
+                if name.contains(".query_key_value.") {
+                    *t = qkv::to_canonical(t, version, heads / source_tp, head_dim)
+                        .map_err(|m| invalid(format!("{member}: {name}: {m}")))?;
+                }
+            }
+        }
+        shards.push(shard);
+    }
+    // The tensors are in memory now; free the scratch space.
+    for (_, file) in &weight_files {
+        let _ = std::fs::remove_file(file);
+    }
+    let word = "embeddings.word_embeddings.weight";
+    let source_rows = shards[0][word].size()[0] * source_tp;
+    config.padded_vocab_size = source_rows;
+    if config.vocab_size > source_rows {
+        return Err(invalid(format!(
+            "{}: {word} has {source_rows} rows in all, fewer than the vocabulary ({}); the vocabulary \
+             does not belong to these weights",
+            weight_files[wanted[0]].0, config.vocab_size
+        )));
+    }
+
+    // Head.
+    let mut head = parsed.head.clone();
+    let from_weights = shapes::head_from_weights(&shards[0]);
+    if let Some((layers, classes)) = from_weights {
+        if parsed.task == NemoTask::TextClassification && head.num_classes == 0 {
+            head.num_classes = classes;
+        }
+        if (layers, classes) != (head.num_layers, head.num_classes) {
+            return Err(invalid(format!(
+                "{}: the classifier weights have {layers} layer(s) and {classes} classes but \
+                 model_config.yaml describes {} layer(s) and {} classes",
+                weight_files[wanted[0]].0, head.num_layers, head.num_classes
+            )));
+        }
+        for (k, want) in shapes::head_shapes(config.hidden_size, &head) {
+            match shards[0].get(&k) {
+                None => {
+                    return Err(invalid(format!(
+                        "{}: {} is missing",
+                        weight_files[wanted[0]].0,
+                        keys::nemo_key(&k).unwrap_or(k.clone())
+                    )));
+                }
+                Some(t) if t.size() != want => {
+                    return Err(invalid(format!(
+                        "{}: {} has shape {:?}, expected {want:?}",
+                        weight_files[wanted[0]].0,
+                        keys::nemo_key(&k).unwrap_or(k.clone()),
+                        t.size()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    // Labels.
+    let labels = match (&parsed.label_ids, &parsed.labels_ref) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(r)) => {
+            let text = member_text(r, "class labels file")?;
+            Some(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        }
+        (None, None) => None,
+    };
+
+    let do_lower_case = parsed
+        .dataset
+        .get("do_lower_case")
+        .and_then(serde_json::Value::as_bool)
+        .or_else(|| {
+            encoder_json
+                .as_ref()
+                .and_then(|j| j.get("tokenizer_type"))
+                .and_then(serde_json::Value::as_str)
+                .map(|t| t.contains("LowerCase"))
+        })
+        .or_else(|| {
+            parsed
+                .pretrained_model_name
+                .as_ref()
+                .map(|n| n.contains("uncased"))
+        });
+
+    // Reshard when the tensor-parallel size differs.
+    let state = if source_tp == target_tp {
+        shards.pop().expect("one shard")
+    } else {
+        let torch = |e| CheckpointError::torch(format!("{}: resharding", path.display()), e);
+        let model_err = |e: crate::model::ModelError| invalid(format!("resharding: {e}"));
+        let mut full = merge_shards(&shards).map_err(model_err)?;
+        drop(shards);
+        let target_padded = config.padded_vocab_for(target_tp);
+        full.insert(
+            word.into(),
+            reshard_repad(&full[word], target_padded).map_err(torch)?,
+        );
+        config.padded_vocab_size = target_padded;
+        shard_state_dict(&full, target_tp, tp_rank).map_err(model_err)?
+    };
+
+    Ok(NemoModel {
+        path: path.to_path_buf(),
+        task: parsed.task,
+        config,
+        head,
+        has_head_weights: from_weights.is_some(),
+        state_dict: state,
+        tensor_parallel_size: source_tp,
+        checkpoint_version: version,
+        vocab_file,
+        do_lower_case,
+        labels,
+        pretrained_model_name: parsed.pretrained_model_name,
+        dataset: parsed.dataset,
+        ignored_keys: ignored,
+        scratch,
+    })
+}
+
+fn parse_config(text: &str, vocab_size: Option<i64>) -> std::result::Result<BertConfig, String> {
+    match vocab_size {
+        Some(v) => BertConfig::from_json_or_yaml_with_vocab(text, v),
+        None => BertConfig::from_json_or_yaml(text),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// What one pass over the archive found.
+struct Scan {
+    /// Small members by normalized name.
+    small: BTreeMap<String, Vec<u8>>,
+    /// Weights members (normalized name) and where they were extracted.
+    weights: Vec<(String, PathBuf)>,
+    /// Ranks of the `mp_rank_NN` directory entries.
+    rank_dirs: Vec<usize>,
+}
+
+fn is_weights(name: &str) -> bool {
+    name == "model_weights.ckpt"
+        || name
+            .strip_prefix("mp_rank_")
+            .and_then(|r| r.strip_suffix("/model_weights.ckpt"))
+            .is_some()
+}
+
+fn scan(path: &Path, scratch: &Path) -> Result<Scan> {
+    let fmt = |m: String| CheckpointError::format(path, m);
+    let mut file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = file
+        .read(&mut magic)
+        .map_err(|e| CheckpointError::io(path, e))?;
+    drop(file);
+    let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    let buffered = BufReader::with_capacity(1 << 20, file);
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut small = BTreeMap::new();
+    let mut weights = Vec::new();
+    let mut rank_dirs = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| fmt(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fmt(format!("reading the archive: {e}")))?;
+        if entry.header().entry_type().is_dir() {
+            let raw = entry.path().map(|p| p.to_string_lossy().to_string());
+            if let Some(r) = raw.ok().and_then(|n| {
+                artifact::normalize(&n)
+                    .strip_prefix("mp_rank_")
+                    .and_then(|r| r.parse::<usize>().ok())
+            }) {
+                rank_dirs.push(r);
+            }
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let raw = entry
+            .path()
+            .map_err(|e| fmt(format!("member name: {e}")))?
+            .to_string_lossy()
+            .to_string();
+        let name = artifact::normalize(&raw).to_string();
+        if is_weights(&name) {
+            let dest = scratch.join(format!("{}.ckpt", weights.len()));
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                File::create(&dest).map_err(|e| CheckpointError::io(&dest, e))?,
+            );
+            std::io::copy(&mut entry, &mut out)
+                .map_err(|e| fmt(format!("{name}: extracting: {e}")))?;
+            out.into_inner()
+                .map_err(|e| CheckpointError::io(&dest, e.into_error()))?;
+            weights.push((name, dest));
+        } else if entry.size() <= SMALL_MEMBER_LIMIT {
+            let mut buf = Vec::with_capacity(entry.size() as usize);
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| fmt(format!("{name}: reading: {e}")))?;
+            small.insert(name, buf);
+        }
+    }
+    Ok(Scan {
+        small,
+        weights,
+        rank_dirs,
+    })
+}
+
+/// The weights files in rank order, checking that every rank is there.
+fn weight_files(
+    path: &Path,
+    found: &[(String, PathBuf)],
+    rank_dirs: &[usize],
+) -> Result<Vec<(String, PathBuf)>> {
+    let invalid = |m: String| CheckpointError::invalid(path, m);
+    let mut ranks: Vec<(usize, String, PathBuf)> = Vec::new();
+    let mut single = None;
+    for (name, file) in found {
+        if name == "model_weights.ckpt" {
+            single = Some((name.clone(), file.clone()));
+        } else {
+            let r = name
+                .strip_prefix("mp_rank_")
+                .and_then(|s| s.strip_suffix("/model_weights.ckpt"))
+                .expect("filtered by is_weights");
+            let r: usize = r.parse().map_err(|_| {
+                invalid(format!(
+                    "{name}: pipeline-parallel or unknown rank directories are not supported"
+                ))
+            })?;
+            ranks.push((r, name.clone(), file.clone()));
+        }
+    }
+    if ranks.is_empty() && rank_dirs.is_empty() {
+        return single.map(|s| vec![s]).ok_or_else(|| {
+            invalid(
+                "model_weights.ckpt is missing (neither ./model_weights.ckpt nor \
+                 ./mp_rank_NN/model_weights.ckpt)"
+                    .into(),
+            )
+        });
+    }
+    ranks.sort();
+    let n = ranks
+        .last()
+        .map(|r| r.0)
+        .into_iter()
+        .chain(rank_dirs.iter().copied())
+        .max()
+        .map_or(0, |m| m + 1);
+    for i in 0..n {
+        if ranks.get(i).map(|r| r.0) != Some(i) {
+            return Err(invalid(format!(
+                "mp_rank_{i:02}/model_weights.ckpt is missing (the archive has mp_rank_00..mp_rank_{:02})",
+                n - 1
+            )));
+        }
+    }
+    Ok(ranks.into_iter().map(|(_, n, f)| (n, f)).collect())
+}
+
+/// Checks that `shard` holds exactly the encoder parameters with the right
+/// shapes; errors name the member and the NeMo key.
+fn check_shard(
+    path: &Path,
+    member: &str,
+    shard: &StateDict,
+    expected: &BTreeMap<String, Vec<i64>>,
+    config: &BertConfig,
+    tp: i64,
+) -> Result<()> {
+    let invalid = |m: String| CheckpointError::invalid(path, format!("{member}: {m}"));
+    let key = |k: &str| keys::nemo_key(k).unwrap_or_else(|| k.to_string());
+    let word = "embeddings.word_embeddings.weight";
+    match shard.get(word) {
+        None => return Err(invalid(format!("{} is missing", key(word)))),
+        Some(t) => {
+            let s = t.size();
+            if s.len() != 2 || s[1] != config.hidden_size || s[0] < 1 {
+                return Err(invalid(format!(
+                    "{} has shape {s:?}, expected [vocabulary rows / {tp}, {}]",
+                    key(word),
+                    config.hidden_size
+                )));
+            }
+        }
+    }
+    for (name, want) in expected {
+        match shard.get(name) {
+            None => {
+                return Err(invalid(format!(
+                    "{} is missing (the config has {} layers)",
+                    key(name),
+                    config.num_layers
+                )));
+            }
+            Some(t) if &t.size() != want => {
+                return Err(invalid(format!(
+                    "{} has shape {:?}, expected {want:?} for the config in model_config.yaml at \
+                     tensor-parallel size {tp}",
+                    key(name),
+                    t.size()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in shard.keys() {
+        if name.starts_with("encoder.") && !expected.contains_key(name) {
+            return Err(invalid(format!(
+                "{} is not part of the configured model ({} layers)",
+                key(name),
+                config.num_layers
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Puts the archive member into errors from reading an extracted file.
+fn rename_error(e: CheckpointError, archive: &Path, member: &str) -> CheckpointError {
+    match e {
+        CheckpointError::Format { message, .. } | CheckpointError::Invalid { message, .. } => {
+            CheckpointError::format(archive, format!("{member}: {message}"))
+        }
+        other => other,
+    }
+}

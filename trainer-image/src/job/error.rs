@@ -1,0 +1,112 @@
+//! Errors of setting a job up (config, inputs, outputs, model), classified for
+//! the exit code: invalid input is not worth retrying (exit 2), the rest may be.
+
+use crate::checkpoint::CheckpointError;
+use crate::comm::CommError;
+use crate::model::ModelError;
+use crate::storage::StorageError;
+use crate::tokenizer::TokenizerError;
+use crate::train::TrainError;
+
+/// What went wrong while preparing or running a job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Bad configuration, a missing or malformed input: retrying cannot help.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage (S3 or local) failed; invalid when the location or settings are
+    /// wrong or the object does not exist.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The model could not be built or loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Rendezvous or a collective failed.
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    /// The training loop, a task, the reporter or the checkpointer failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else that may succeed on a retry.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl JobError {
+    /// An invalid-input error with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when retrying the same job cannot succeed (exit code 2).
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            Self::Invalid(_) | Self::Tokenizer(_) => true,
+            Self::Storage(e) => {
+                matches!(
+                    e,
+                    StorageError::InvalidLocation { .. } | StorageError::Config(_)
+                ) || e.is_not_found()
+            }
+            Self::Checkpoint(e) => e.is_invalid_input(),
+            Self::Model(e) => !matches!(e, ModelError::Torch(_) | ModelError::Comm(_)),
+            Self::Comm(e) => matches!(e, CommError::Env { .. } | CommError::Config(_)),
+            Self::Train(e) => e.is_invalid_input(),
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            Self::Other(_) => false,
+        }
+    }
+
+    /// The CamelCase reason written to `status.result` for a permanent failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Storage(e) if e.is_not_found() => "InputNotFound",
+            Self::Storage(_) => "InvalidStorage",
+            Self::Checkpoint(_) => "InvalidCheckpoint",
+            Self::Model(_) => "InvalidModel",
+            Self::Tokenizer(_) => "InvalidTokenizer",
+            Self::Comm(_) => "InvalidParallelism",
+            Self::Train(_) => "InvalidData",
+            Self::Io { .. } => "InputNotFound",
+            Self::Invalid(_) | Self::Other(_) => "InvalidInput",
+        }
+    }
+}
+
+impl From<JobError> for TrainError {
+    fn from(e: JobError) -> Self {
+        if e.is_invalid_input() {
+            TrainError::InvalidInput(e.to_string())
+        } else {
+            TrainError::Other(e.to_string())
+        }
+    }
+}
+
+/// Result of the job modules.
+pub type JobResult<T> = std::result::Result<T, JobError>;

@@ -1,0 +1,239 @@
+//! Inputs of a job as local files: absolute paths are used as they are,
+//! `s3://bucket/key` objects are downloaded (through `spec.storage`'s
+//! endpoint and the environment's credentials) into a cache directory.
+//!
+//! A cached object is reused when a sidecar `<file>.source.json` records the
+//! same size and modification time as the object now has; the sidecar also
+//! keeps the sha256 computed while downloading. Local ranks sharing a cache
+//! take a file lock per object, so one downloads and the others reuse.
+
+use std::path::{Path, PathBuf};
+
+use crds::uri::Location;
+use crds::{CheckpointDir, MegatronCheckpoint, MegatronFineTuneSpec, StorageSpec, Uri};
+use serde::{Deserialize, Serialize};
+
+use super::error::{JobError, JobResult};
+use super::s3::s3_store;
+use crate::storage::{ObjectInfo, Store, TransferOptions};
+use crate::task::SplitFiles;
+
+/// Resolves [`Uri`]s to local paths.
+pub struct Inputs {
+    storage: StorageSpec,
+    cache_dir: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Source {
+    uri: String,
+    size: u64,
+    last_modified: String,
+    sha256: String,
+}
+
+impl Inputs {
+    /// Downloads go under `cache_dir/<bucket>/<key>`.
+    pub fn new(storage: &StorageSpec, cache_dir: impl Into<PathBuf>) -> JobResult<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| JobError::io("starting the download runtime", e))?;
+        Ok(Self {
+            storage: storage.clone(),
+            cache_dir: cache_dir.into(),
+            runtime,
+        })
+    }
+
+    /// The tokio runtime used for storage calls (for callers with more I/O).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// The local path of the file at `uri` (downloading it when on S3);
+    /// `field` names the spec field in errors.
+    pub fn file(&self, field: &str, uri: &Uri) -> JobResult<PathBuf> {
+        match parse(field, uri)? {
+            Location::Path(p) => existing(field, Path::new(p), false),
+            Location::S3 { bucket, key } => {
+                let store = s3_store(&self.storage, bucket, "")?;
+                let dest = self.cache_dir.join(bucket).join(key);
+                self.fetch(&store, key, &format!("s3://{bucket}/{key}"), &dest)?;
+                Ok(dest)
+            }
+        }
+    }
+
+    /// The local directory holding every object under `uri` (a prefix on S3).
+    pub fn dir(&self, field: &str, uri: &Uri) -> JobResult<PathBuf> {
+        match parse(field, uri)? {
+            Location::Path(p) => existing(field, Path::new(p), true),
+            Location::S3 { bucket, key } => {
+                let key = key.trim_end_matches('/');
+                let store = s3_store(&self.storage, bucket, key)?;
+                let dest = self.cache_dir.join(bucket).join(key);
+                let objects = self.runtime.block_on(store.list(""))?;
+                if objects.is_empty() {
+                    return Err(JobError::invalid(format!(
+                        "{field}: no objects under {uri} (check the bucket, the prefix and the endpoint)"
+                    )));
+                }
+                for object in &objects {
+                    let remote = format!("s3://{bucket}/{key}/{}", object.key);
+                    self.fetch_known(&store, object, &remote, &dest.join(&object.key))?;
+                }
+                Ok(dest)
+            }
+        }
+    }
+
+    /// A Megatron-LM (or Hugging Face) checkpoint: the local path to load.
+    /// On S3 only the iteration directory in use (and the tracker file) is
+    /// downloaded, not every iteration of the root.
+    pub fn checkpoint(&self, field: &str, ckpt: &MegatronCheckpoint) -> JobResult<PathBuf> {
+        if let Location::Path(_) = parse(field, &ckpt.location)? {
+            let dir = match ckpt.dir() {
+                CheckpointDir::Iteration(dir) => dir,
+                _ => ckpt.location.clone(),
+            };
+            return existing(field, Path::new(dir.as_str()), true);
+        }
+        match ckpt.dir() {
+            CheckpointDir::Given(dir) | CheckpointDir::Iteration(dir) => self.dir(field, &dir),
+            CheckpointDir::Latest { root, tracker } => {
+                // A root with a tracker: read it, fetch that iteration only.
+                let tracker_path = match self.file(field, &tracker) {
+                    Ok(p) => p,
+                    // No tracker: a Hugging Face or single-directory checkpoint.
+                    Err(JobError::Storage(e)) if e.is_not_found() => return self.dir(field, &root),
+                    Err(e) => return Err(e),
+                };
+                let text = std::fs::read_to_string(&tracker_path)
+                    .map_err(|e| JobError::io(format!("reading {}", tracker_path.display()), e))?;
+                let text = text.trim();
+                let iteration = if text == "release" {
+                    "release".to_owned()
+                } else {
+                    let it: i64 = text.parse().map_err(|_| {
+                        JobError::invalid(format!(
+                            "{field}: {tracker} holds {text:?}, not an iteration number or `release`"
+                        ))
+                    })?;
+                    format!("iter_{it:07}")
+                };
+                self.dir(field, &root.join(&iteration))?;
+                Ok(tracker_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// The local files of every data split of `spec`.
+    pub fn split_files(&self, spec: &MegatronFineTuneSpec) -> JobResult<SplitFiles> {
+        let d = &spec.data;
+        let get = |field: &str, uri: &Option<Uri>| -> JobResult<Option<PathBuf>> {
+            uri.as_ref().map(|u| self.file(field, u)).transpose()
+        };
+        Ok(SplitFiles {
+            train: get("spec.data.train", &d.train)?,
+            validation: get("spec.data.validation", &d.validation)?,
+            test: get("spec.data.test", &d.test)?,
+            train_labels: get("spec.data.trainLabels", &d.train_labels)?,
+            validation_labels: get("spec.data.validationLabels", &d.validation_labels)?,
+            test_labels: get("spec.data.testLabels", &d.test_labels)?,
+        })
+    }
+
+    fn fetch(&self, store: &Store, key: &str, remote: &str, dest: &Path) -> JobResult<()> {
+        let info = self.runtime.block_on(store.head(key)).map_err(|e| {
+            if e.is_not_found() {
+                JobError::invalid(format!("{remote} does not exist: {e}"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.fetch_known(store, &info, remote, dest)
+    }
+
+    fn fetch_known(
+        &self,
+        store: &Store,
+        info: &ObjectInfo,
+        remote: &str,
+        dest: &Path,
+    ) -> JobResult<()> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| JobError::io(format!("creating {}", parent.display()), e))?;
+        }
+        let lock_path = with_suffix(dest, ".lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| JobError::io(format!("creating {}", lock_path.display()), e))?;
+        lock.lock()
+            .map_err(|e| JobError::io(format!("locking {}", lock_path.display()), e))?;
+        let sidecar = with_suffix(dest, ".source.json");
+        let wanted_time = info.last_modified.to_rfc3339();
+        let cached = std::fs::read(&sidecar)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Source>(&b).ok())
+            .filter(|s| s.uri == remote && s.size == info.size && s.last_modified == wanted_time)
+            .filter(|_| std::fs::metadata(dest).is_ok_and(|m| m.len() == info.size));
+        if let Some(s) = cached {
+            tracing::info!(uri = remote, path = %dest.display(), sha256 = s.sha256, "input cached");
+            return Ok(());
+        }
+        let key = info.key.as_str();
+        let digest =
+            self.runtime
+                .block_on(store.download_file(key, dest, &TransferOptions::default()))?;
+        if digest.size != info.size {
+            return Err(JobError::Other(format!(
+                "{remote}: downloaded {} bytes but the object has {}; it changed during the download, retry",
+                digest.size, info.size
+            )));
+        }
+        tracing::info!(uri = remote, path = %dest.display(), bytes = digest.size, sha256 = digest.sha256, "input downloaded");
+        let source = Source {
+            uri: remote.to_owned(),
+            size: info.size,
+            last_modified: wanted_time,
+            sha256: digest.sha256,
+        };
+        let text = serde_json::to_vec_pretty(&source).unwrap_or_default();
+        std::fs::write(&sidecar, text)
+            .map_err(|e| JobError::io(format!("writing {}", sidecar.display()), e))?;
+        Ok(())
+    }
+}
+
+fn parse<'a>(field: &str, uri: &'a Uri) -> JobResult<Location<'a>> {
+    uri.location()
+        .map_err(|e| JobError::invalid(format!("{field}: {e}")))
+}
+
+fn existing(field: &str, path: &Path, dir: bool) -> JobResult<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() == dir => Ok(path.to_path_buf()),
+        Ok(_) => Err(JobError::invalid(format!(
+            "{field}: {} is {}, expected a {}",
+            path.display(),
+            if dir { "a file" } else { "a directory" },
+            if dir { "directory" } else { "file" }
+        ))),
+        Err(e) => Err(JobError::invalid(format!(
+            "{field}: {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

@@ -1,0 +1,28 @@
+//! Job wiring shared by the subcommands: the configuration (manifest or
+//! bare spec) and its overrides, the rank identity, inputs resolved to local
+//! files (S3 downloads), output locations, the tokenizer and the starting
+//! model, the local launcher that spawns one process per rank, and the end
+//! of a rank's life under the operator.
+
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod inputs;
+pub mod launch;
+pub mod model_source;
+pub mod outputs;
+pub mod overrides;
+pub mod rank;
+pub mod s3;
+pub mod termination;
+pub mod validate;
+
+pub use config::{JobConfig, config_path, load_config, parse_config};
+pub use error::{JobError, JobResult};
+pub use hooks::RunHooks;
+pub use inputs::Inputs;
+pub use model_source::{StartingPoint, Weights, starting_point, warn_random_init};
+pub use outputs::Outputs;
+pub use overrides::SpecOverrides;
+pub use rank::{LaunchLayout, RankIdentity, Role, role};
+pub use validate::{Allow, validate_spec};

@@ -1,0 +1,308 @@
+//! The starting point of a run, from `spec.model` and `spec.tokenizer`: the
+//! architecture ([`BertConfig`], vocabulary padded for this run's
+//! tensor-parallel size), the tokenizer, and the weights of this rank's shard:
+//!
+//! | spec.model | weights |
+//! | --- | --- |
+//! | `nemo` | the archive's (encoder and head), resharded ([`read_nemo`]) |
+//! | `checkpoint` (Megatron-LM dir) | [`megatron::load_with`], resharded to this TP |
+//! | `checkpoint` (HF safetensors dir) | [`huggingface::load`] |
+//! | published `pretrained` only | `$MEGATRON_MODEL_CACHE/<name>/` when present, else random (warned) |
+//! | `config`/`configFile` with `--random-init` | random (warned) |
+
+use std::path::{Path, PathBuf};
+
+use crds::{MegatronFineTuneSpec, PretrainedModel};
+
+use super::error::{JobError, JobResult};
+use super::inputs::Inputs;
+use crate::checkpoint::nemo::{NemoModel, read_nemo};
+use crate::checkpoint::{huggingface, megatron};
+use crate::model::{Activation, Architecture, BertConfig, StateDict};
+use crate::tokenizer::{BertTokenizer, BuiltinVocab};
+
+/// Where the initial weights come from.
+#[derive(Debug)]
+pub enum Weights {
+    /// Random initialisation (seeded).
+    Random,
+    /// A pretrained encoder shard (the task head starts random).
+    Pretrained(StateDict),
+    /// A task model from a .nemo (encoder and, when present, head).
+    Nemo(Box<NemoModel>),
+}
+
+/// Everything needed to build this rank's model and tokenizer.
+#[derive(Debug)]
+pub struct StartingPoint {
+    /// The architecture, `padded_vocab_size` for this run's TP size.
+    pub config: BertConfig,
+    /// The weights.
+    pub weights: Weights,
+    /// The tokenizer.
+    pub tokenizer: BertTokenizer,
+    /// The vocabulary file (embedded in the written .nemo).
+    pub vocab_file: PathBuf,
+    /// Whether the tokenizer lower-cases.
+    pub do_lower_case: bool,
+    /// Name recorded in the .nemo (`pretrained_model_name`).
+    pub pretrained_name: String,
+    /// Where the weights came from, for logs.
+    pub description: String,
+}
+
+/// Reads the starting point for tensor-parallel rank `tp_rank` of `tp_size`.
+/// `work_dir` receives extracted files (the built-in vocabulary, the .nemo's
+/// artifacts); `random_init` allows an architecture without weights.
+pub fn starting_point(
+    spec: &MegatronFineTuneSpec,
+    inputs: &Inputs,
+    tp_size: i64,
+    tp_rank: i64,
+    work_dir: &Path,
+    random_init: bool,
+) -> JobResult<StartingPoint> {
+    let m = &spec.model;
+    if let Some(nemo_uri) = &m.nemo {
+        let path = inputs.file("spec.model.nemo", nemo_uri)?;
+        let nemo = read_nemo(&path, tp_size, tp_rank)?;
+        let vocab_file = nemo.vocab_file.clone().ok_or_else(|| {
+            JobError::invalid(format!(
+                "spec.model.nemo: {nemo_uri} carries no tokenizer vocabulary"
+            ))
+        })?;
+        let do_lower_case = nemo.do_lower_case.unwrap_or(false);
+        let tokenizer = BertTokenizer::from_vocab_file(&vocab_file, do_lower_case)?;
+        let pretrained_name = nemo
+            .pretrained_model_name
+            .clone()
+            .unwrap_or_else(|| default_name(do_lower_case));
+        return Ok(StartingPoint {
+            config: nemo.config.clone(),
+            description: format!(
+                "{nemo_uri} (tensor-parallel size {})",
+                nemo.tensor_parallel_size
+            ),
+            weights: Weights::Nemo(Box::new(nemo)),
+            tokenizer,
+            vocab_file,
+            do_lower_case,
+            pretrained_name,
+        });
+    }
+
+    let (tokenizer, vocab_file, do_lower_case) = tokenizer(spec, inputs, work_dir)?;
+    let vocab = tokenizer.vocab_size() as i64;
+    let pretrained_name = m
+        .pretrained
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| default_name(do_lower_case));
+    // The architecture the spec gives (None: only the checkpoint knows it).
+    let spec_config: Option<BertConfig> = if let Some(file) = &m.config_file {
+        let path = inputs.file("spec.model.configFile", file)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            JobError::io(
+                format!("reading spec.model.configFile {}", path.display()),
+                e,
+            )
+        })?;
+        let mut cfg = BertConfig::from_json_or_yaml_with_vocab(&text, vocab)
+            .map_err(|e| JobError::invalid(format!("spec.model.configFile {file}: {e}")))?;
+        apply_dropouts(spec, &mut cfg);
+        Some(cfg)
+    } else {
+        let arch = m.architecture(vocab);
+        match arch {
+            Ok(a) => Some(from_architecture(&a)),
+            Err(crds::ArchitectureError::Unknown) => None,
+            Err(e) => return Err(JobError::invalid(e.to_string())),
+        }
+    };
+    let finish = |mut config: BertConfig,
+                  weights: Weights,
+                  description: String|
+     -> JobResult<StartingPoint> {
+        if weights_is_random(&weights) {
+            config.padded_vocab_size = config.padded_vocab_for(tp_size);
+        }
+        if (tokenizer.vocab_size() as i64) > config.padded_vocab_size {
+            return Err(JobError::invalid(format!(
+                "the tokenizer has {} tokens but the model's embedding only {} rows: use the \
+                 model's own vocabulary (spec.tokenizer) or a matching vocabSize",
+                tokenizer.vocab_size(),
+                config.padded_vocab_size
+            )));
+        }
+        config
+            .validate(tp_size)
+            .map_err(|e| JobError::invalid(format!("spec.model: {e}")))?;
+        Ok(StartingPoint {
+            config,
+            weights,
+            tokenizer: tokenizer.clone(),
+            vocab_file: vocab_file.clone(),
+            do_lower_case,
+            pretrained_name: pretrained_name.clone(),
+            description,
+        })
+    };
+
+    let checkpoint_dir = match &m.checkpoint {
+        Some(ckpt) => Some((
+            inputs.checkpoint("spec.model.checkpoint.location", ckpt)?,
+            ckpt.location.to_string(),
+        )),
+        None => m.published().and_then(model_cache).map(|dir| {
+            let d = dir.display().to_string();
+            (dir, d)
+        }),
+    };
+    if let Some((dir, label)) = checkpoint_dir {
+        let (mut config, shard) = if huggingface::is_hf_checkpoint(&dir) {
+            let (config, shard, _) = huggingface::load(&dir, tp_size, tp_rank)?;
+            (config, shard)
+        } else {
+            let opts = megatron::LoadOptions {
+                vocab_size: Some(spec_config.as_ref().map_or(vocab, |c| c.vocab_size)),
+                config: spec_config.clone(),
+                include_pretraining_heads: false,
+            };
+            let (config, shard, info) = megatron::load_with(&dir, tp_size, tp_rank, &opts)?;
+            tracing::info!(
+                checkpoint = label,
+                iteration = ?info.iteration,
+                tensor_parallel_size = info.tensor_parallel_size,
+                checkpoint_version = info.checkpoint_version,
+                "pretrained Megatron-LM checkpoint loaded"
+            );
+            (config, shard)
+        };
+        apply_dropouts(spec, &mut config);
+        return finish(config, Weights::Pretrained(shard), label);
+    }
+
+    let Some(config) = spec_config else {
+        return Err(JobError::invalid(
+            "spec.model: no architecture: set spec.model.pretrained, spec.model.config or spec.model.configFile",
+        ));
+    };
+    if m.published().is_none() && !random_init {
+        return Err(JobError::invalid(
+            "spec.model has an architecture but no weights: set spec.model.checkpoint (or pass \
+             --random-init to train from scratch, for tests)",
+        ));
+    }
+    let why = if m.published().is_some() {
+        "no spec.model.checkpoint and nothing in $MEGATRON_MODEL_CACHE"
+    } else {
+        "no spec.model.checkpoint"
+    };
+    finish(
+        config,
+        Weights::Random,
+        format!("random initialisation ({why})"),
+    )
+}
+
+/// Warns loudly that a run fine-tunes a randomly initialised encoder (call
+/// it once the weights are known not to come from a resumed checkpoint).
+pub fn warn_random_init(start: &StartingPoint) {
+    if weights_is_random(&start.weights) {
+        tracing::warn!(
+            "!!! the encoder is RANDOMLY INITIALISED ({}): fine-tuning results will be far below              a pretrained model !!!",
+            start.description
+        );
+    }
+}
+
+fn weights_is_random(w: &Weights) -> bool {
+    matches!(w, Weights::Random)
+}
+
+fn default_name(lower: bool) -> String {
+    if lower {
+        "megatron-bert-uncased"
+    } else {
+        "megatron-bert-cased"
+    }
+    .to_owned()
+}
+
+/// `$MEGATRON_MODEL_CACHE/<name>` when it exists (a Megatron-LM checkpoint
+/// of a published model baked into the image or a volume).
+fn model_cache(name: PretrainedModel) -> Option<PathBuf> {
+    let root = std::env::var_os("MEGATRON_MODEL_CACHE")?;
+    let dir = PathBuf::from(root).join(name.as_str());
+    dir.is_dir().then_some(dir)
+}
+
+fn apply_dropouts(spec: &MegatronFineTuneSpec, cfg: &mut BertConfig) {
+    if let Some(c) = &spec.model.config {
+        if let Some(d) = c.hidden_dropout {
+            cfg.hidden_dropout = d;
+        }
+        if let Some(d) = c.attention_dropout {
+            cfg.attention_dropout = d;
+        }
+    }
+}
+
+/// A complete spec architecture as the model's config (padded for TP = 1).
+pub fn from_architecture(a: &crds::Architecture) -> BertConfig {
+    let mut cfg = BertConfig {
+        vocab_size: a.vocab_size,
+        padded_vocab_size: 0,
+        hidden_size: a.hidden_size,
+        num_layers: a.num_layers,
+        num_attention_heads: a.num_attention_heads,
+        ffn_hidden_size: a.ffn_hidden_size,
+        max_position_embeddings: a.max_position_embeddings,
+        type_vocab_size: a.type_vocab_size,
+        layernorm_epsilon: a.layer_norm_epsilon,
+        activation: match a.activation {
+            crds::Activation::Gelu => Activation::Gelu,
+            crds::Activation::GeluTanh => Activation::GeluTanh,
+        },
+        hidden_dropout: a.hidden_dropout,
+        attention_dropout: a.attention_dropout,
+        make_vocab_size_divisible_by: a.make_vocab_size_divisible_by,
+        architecture: Architecture::MegatronPreLn,
+    };
+    cfg.padded_vocab_size = cfg.padded_vocab_for(1);
+    cfg
+}
+
+/// The tokenizer of a spec without a .nemo, its vocabulary file and casing.
+pub fn tokenizer(
+    spec: &MegatronFineTuneSpec,
+    inputs: &Inputs,
+    work_dir: &Path,
+) -> JobResult<(BertTokenizer, PathBuf, bool)> {
+    let lower = spec.do_lower_case();
+    if let Some(file) = spec.tokenizer.as_ref().and_then(|t| t.vocab_file.as_ref()) {
+        let path = inputs.file("spec.tokenizer.vocabFile", file)?;
+        let lower = lower.unwrap_or(false);
+        return Ok((BertTokenizer::from_vocab_file(&path, lower)?, path, lower));
+    }
+    let name = spec.tokenizer_name().ok_or_else(|| {
+        JobError::invalid(
+            "no tokenizer: set spec.tokenizer.name (megatron-bert-uncased or megatron-bert-cased) \
+             or spec.tokenizer.vocabFile",
+        )
+    })?;
+    let vocab = match name {
+        crds::TokenizerName::MegatronBertUncased => BuiltinVocab::BertUncased,
+        crds::TokenizerName::MegatronBertCased => BuiltinVocab::BertCased,
+    };
+    let lower = lower.unwrap_or(vocab.lowercase());
+    let tokenizer = BertTokenizer::from_vocab_text(vocab.text(), lower, vocab.label())?;
+    std::fs::create_dir_all(work_dir)
+        .map_err(|e| JobError::io(format!("creating {}", work_dir.display()), e))?;
+    let path = work_dir.join(format!(
+        "{}-vocab.txt",
+        vocab.label().trim_start_matches("built-in ")
+    ));
+    std::fs::write(&path, vocab.text())
+        .map_err(|e| JobError::io(format!("writing {}", path.display()), e))?;
+    Ok((tokenizer, path, lower))
+}

@@ -1,0 +1,24 @@
+//! Progress and observability of a run: [`Reporter`] turns the training
+//! loop's figures into structured logs, Prometheus metrics on `/metrics`,
+//! TensorBoard event files and the MegatronFineTune status the operator reads
+//! (progress with lastStepTime for hang detection, metrics, checkpoints,
+//! artifacts and the attempt's result; see docs/operator.md, "The trainer
+//! contract").
+
+mod background;
+mod client;
+mod config;
+mod http;
+mod logging;
+pub mod metrics;
+mod reporter;
+pub mod status;
+pub mod tensorboard;
+pub mod trainer_status;
+
+pub use config::{JobRef, ReporterConfig};
+pub use metrics::TrainerMetrics;
+pub use reporter::Reporter;
+pub use status::FIELD_MANAGER;
+pub use tensorboard::EventWriter;
+pub use trainer_status::TrainerStatus;
