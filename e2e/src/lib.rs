@@ -7,8 +7,8 @@ pub mod cluster;
 pub mod crd;
 pub mod env;
 pub mod kubelet;
-pub mod process_kubelet;
 pub mod namespace;
+pub mod process_kubelet;
 
 pub use cluster::Cluster;
 pub use env::ClusterEnv;

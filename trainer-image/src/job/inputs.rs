@@ -67,6 +67,21 @@ impl Inputs {
         }
     }
 
+    /// Whether the file or object `uri` exists.
+    fn exists(&self, field: &str, uri: &Uri) -> JobResult<bool> {
+        match parse(field, uri)? {
+            Location::Path(p) => Ok(Path::new(p).exists()),
+            Location::S3 { bucket, key } => {
+                let store = s3_store(&self.storage, bucket, "")?;
+                match self.runtime.block_on(store.head(key)) {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.is_not_found() => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
     /// The local directory holding every object under `uri` (a prefix on S3).
     pub fn dir(&self, field: &str, uri: &Uri) -> JobResult<PathBuf> {
         match parse(field, uri)? {
@@ -104,13 +119,12 @@ impl Inputs {
         match ckpt.dir() {
             CheckpointDir::Given(dir) | CheckpointDir::Iteration(dir) => self.dir(field, &dir),
             CheckpointDir::Latest { root, tracker } => {
+                // No tracker: a Hugging Face or single-directory checkpoint.
+                if !self.exists(field, &tracker)? {
+                    return self.dir(field, &root);
+                }
                 // A root with a tracker: read it, fetch that iteration only.
-                let tracker_path = match self.file(field, &tracker) {
-                    Ok(p) => p,
-                    // No tracker: a Hugging Face or single-directory checkpoint.
-                    Err(JobError::Storage(e)) if e.is_not_found() => return self.dir(field, &root),
-                    Err(e) => return Err(e),
-                };
+                let tracker_path = self.file(field, &tracker)?;
                 let text = std::fs::read_to_string(&tracker_path)
                     .map_err(|e| JobError::io(format!("reading {}", tracker_path.display()), e))?;
                 let text = text.trim();

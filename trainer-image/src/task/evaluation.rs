@@ -23,6 +23,7 @@ use crate::model::{
 use crate::train::{TrainError, TrainResult};
 
 use super::errors::data_error;
+use super::files::metric_prefix;
 
 /// The predictions of one split, by task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,17 @@ pub struct Evaluation {
     pub report: Option<String>,
     /// The predictions.
     pub predictions: Predictions,
+}
+
+impl Evaluation {
+    /// Adds the split's mean loss (`val_loss` / `test_loss`) when computed.
+    pub fn with_loss(mut self, loss: Option<f64>) -> Self {
+        if let Some(l) = loss {
+            self.metrics
+                .insert(format!("{}_loss", metric_prefix(self.split)), l);
+        }
+        self
+    }
 }
 
 /// Writes the metrics as one JSON object (`{"val_f1": 87.5, ...}`).

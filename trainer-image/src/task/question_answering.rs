@@ -148,12 +148,9 @@ impl QuestionAnswering {
             },
         )?;
         let answers = predictions_by_id(&s.examples, &s.features, &logits, self.answer);
-        let mut ev = self.score(split, Predictions::Answers(answers.into_iter().collect()))?;
-        if let Some(l) = loss {
-            ev.metrics
-                .insert(format!("{}_loss", metric_prefix(split)), l);
-        }
-        Ok(ev)
+        Ok(self
+            .score(split, Predictions::Answers(answers.into_iter().collect()))?
+            .with_loss(loss))
     }
 
     /// Scores answers against the split's ground truths (exact match and F1 x100).

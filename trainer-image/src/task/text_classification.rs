@@ -198,12 +198,9 @@ impl SentenceClassification {
                 Ok(())
             },
         )?;
-        let mut ev = self.score(split, Predictions::Classes(classes))?;
-        if let Some(l) = loss {
-            ev.metrics
-                .insert(format!("{}_loss", metric_prefix(split)), l);
-        }
-        Ok(ev)
+        Ok(self
+            .score(split, Predictions::Classes(classes))?
+            .with_loss(loss))
     }
 
     /// Scores class predictions against the split's labels.

@@ -148,12 +148,9 @@ impl TokenClassification {
         )?;
         let words =
             word_predictions(&s.features, &token_preds, s.examples.len()).map_err(data_error)?;
-        let mut ev = self.score(split, Predictions::WordLabels(words))?;
-        if let Some(l) = loss {
-            ev.metrics
-                .insert(format!("{}_loss", metric_prefix(split)), l);
-        }
-        Ok(ev)
+        Ok(self
+            .score(split, Predictions::WordLabels(words))?
+            .with_loss(loss))
     }
 
     /// Scores word predictions against the split's gold labels: accuracy and
