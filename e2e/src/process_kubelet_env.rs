@@ -305,8 +305,14 @@ pub async fn resolve(
                 env.set(&var.name, value, secret);
             }
         } else {
-            let value = expand(var.value.as_deref().unwrap_or_default(), &env.map());
-            env.set(&var.name, value, false);
+            let raw = var.value.as_deref().unwrap_or_default();
+            let value = expand(raw, &env.map());
+            // A value built from a secret variable is a secret too.
+            let secret = env
+                .0
+                .iter()
+                .any(|v| v.secret && raw.contains(&format!("$({})", v.name)));
+            env.set(&var.name, value, secret);
         }
     }
     Ok(env)

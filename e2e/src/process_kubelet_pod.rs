@@ -394,9 +394,10 @@ async fn prepare_container(
         if let Some(r) = mounts.rewrite(&var.value) {
             var.value = r;
         } else if let Some(r) = env::rewrite_cluster_dns(&var.value) {
+            // Only the name: a value may embed an expanded secret ($(VAR)).
             eprintln!(
-                "process-kubelet: {who}: {}={} -> {r} (cluster DNS names resolve to this host)",
-                var.name, var.value
+                "process-kubelet: {who}: {}: cluster DNS names rewritten to this host",
+                var.name
             );
             var.value = r;
         }

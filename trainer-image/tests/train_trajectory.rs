@@ -238,8 +238,14 @@ fn tp1_trajectory_matches_hugging_face() {
     );
     let last = rec.steps.last().unwrap();
     assert_eq!((last.step, last.total_steps), (STEPS, STEPS));
-    // 22 samples, 4 per step, 6 steps per epoch (the sixth has 2 samples).
-    assert!((last.epoch - 20.0 / 6.0).abs() > 0.0 && last.epoch > 3.0 && last.epoch < 4.0);
+    // 22 samples, 4 per step, 6 steps per epoch (the sixth has 2 samples):
+    // 20 steps = 3 epochs + 2 steps of 4 samples.
+    let expected_epoch = 3.0 + 8.0 / 22.0;
+    assert!(
+        (last.epoch - expected_epoch).abs() < 1e-12,
+        "epoch {}",
+        last.epoch
+    );
     assert!(last.samples_per_second > 0.0 && last.tokens_per_second > last.samples_per_second);
 }
 

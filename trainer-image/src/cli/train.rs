@@ -316,7 +316,8 @@ fn final_nemo(
     let mut config = loaded.start.config.clone();
     config.padded_vocab_size = full
         .get("embeddings.word_embeddings.weight")
-        .map_or(config.padded_vocab_size, |t| t.size()[0]);
+        .and_then(|t| t.size().first().copied())
+        .unwrap_or(config.padded_vocab_size);
     let labels = loaded.task.label_names();
     let head = loaded.task.head_config();
     let mut dataset = serde_json::Map::new();

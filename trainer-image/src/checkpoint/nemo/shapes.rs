@@ -80,8 +80,12 @@ pub fn head_from_weights(sd: &StateDict) -> Option<(i64, i64)> {
         let Ok(idx) = idx.parse::<u32>() else {
             continue;
         };
+        // A malformed (0-d) tensor is left to the shape checks, which name it.
+        let Some(&rows) = t.size().first() else {
+            continue;
+        };
         if last.is_none_or(|(l, _)| idx > l) {
-            last = Some((idx, t.size()[0]));
+            last = Some((idx, rows));
         }
     }
     last.map(|(idx, rows)| (i64::from(idx) / 2 + 1, rows))

@@ -277,9 +277,9 @@ impl Checkpointer {
             let path = PathBuf::from(store.describe(&key));
             return match verify_local(&path, entry.size, &entry.sha256) {
                 Ok(()) => (Fetch::Ok, Some(path)),
-                Err(why) => {
+                Err((fetch, why)) => {
                     tracing::warn!(file = %path.display(), %why, "checkpoint shard unusable");
-                    (Fetch::Corrupt, None)
+                    (fetch, None)
                 }
             };
         }
@@ -415,17 +415,30 @@ pub(super) fn store_uri(store: &Store, key: &str) -> String {
     }
 }
 
-/// Checks a local file's size and sha256.
-fn verify_local(path: &Path, size: u64, sha256: &str) -> Result<(), String> {
+/// Checks a local file's size and sha256. A missing file or a mismatch is
+/// [`Fetch::Corrupt`] (fall back to an older set); any other I/O error is
+/// [`Fetch::Failed`] (retry later: the newer sets may be fine).
+fn verify_local(path: &Path, size: u64, sha256: &str) -> Result<(), (Fetch, String)> {
+    let io = |what: &str, e: std::io::Error| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            Fetch::Corrupt
+        } else {
+            Fetch::Failed
+        };
+        (kind, format!("{what}: {e}"))
+    };
     let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot open: {e}"))?
+        .map_err(|e| io("cannot open", e))?
         .len();
     if len != size {
-        return Err(format!("size {len}, manifest says {size}"));
+        return Err((Fetch::Corrupt, format!("size {len}, manifest says {size}")));
     }
-    let (_, got) = file_digest(path).map_err(|e| format!("read error: {e}"))?;
+    let (_, got) = file_digest(path).map_err(|e| io("read error", e))?;
     if got != sha256 {
-        return Err(format!("sha256 {got}, manifest says {sha256}"));
+        return Err((
+            Fetch::Corrupt,
+            format!("sha256 {got}, manifest says {sha256}"),
+        ));
     }
     Ok(())
 }
