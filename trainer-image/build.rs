@@ -1,4 +1,4 @@
-//! Compiles `csrc/` (the tensor-parallel autograd shim and gradient helpers) against the same
+//! Compiles `csrc/` (the tensor-parallel autograd shim, gradient, RNG and optimizer helpers) against the same
 //! libtorch headers and C++ ABI that `torch-sys` uses: `LIBTORCH_USE_PYTORCH`
 //! asks the Python interpreter's torch, otherwise `LIBTORCH` (or
 //! `LIBTORCH_INCLUDE`) names an unpacked libtorch.
@@ -20,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/tp_regions.cpp");
     println!("cargo:rerun-if-changed=csrc/grad_utils.cpp");
     println!("cargo:rerun-if-changed=csrc/rng_state.cpp");
+    println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=build.rs");
     let (includes, cxx11_abi) = if env_rerun("LIBTORCH_USE_PYTORCH").is_some() {
         let python = env_rerun("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|| "python3".into());
@@ -74,5 +75,6 @@ fn main() {
         .file("csrc/tp_regions.cpp")
         .file("csrc/grad_utils.cpp")
         .file("csrc/rng_state.cpp")
+        .file("csrc/fused_adamw.cpp")
         .compile("megatron_tp_shim");
 }

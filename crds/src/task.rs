@@ -244,8 +244,10 @@ pub struct RelationExtractionTask {
     #[schemars(length(min = 1, max = 64))]
     pub negative_class: Option<String>,
 
-    /// Entity placeholders in the text (e.g. @CHEMICAL$, @GENE$), added to the vocabulary as
-    /// single tokens when missing.
+    /// Entity placeholders in the text (e.g. @CHEMICAL$, @GENE$). Training fails when no
+    /// sentence of a split carries them all (a sign of unconverted data) and warns with the
+    /// count when some lack one. Like NeMo's BioMegatron recipe they are tokenized as text
+    /// (word pieces), so the exported .nemo tokenizes them the same way under NeMo.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 64), pattern(r"^\S+$")))]
     #[x_kube(merge_strategy = ListMerge::Set)]

@@ -21,6 +21,7 @@ use e2e::{
     Cluster, TestNamespace,
     process_kubelet::{PROCESS_NODE_TAINT, ProcessKubelet, ProcessKubeletConfig},
 };
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Api,
@@ -388,7 +389,29 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
     })
     .await?;
     let before = jobs.get("resumable").await?.status.unwrap();
-    let checkpoint_step = before.latest_checkpoint.unwrap().step;
+    let checkpoint = before.latest_checkpoint.clone().unwrap();
+    let checkpoint_step = checkpoint.step;
+    // The TensorBoard curves are published with each checkpoint, before status names it.
+    let root = checkpoint
+        .uri
+        .as_str()
+        .split_once("/checkpoints/")
+        .and_then(|(root, _)| root.strip_prefix(&format!("s3://{BUCKET}/")))
+        .with_context(|| format!("job root of {}", checkpoint.uri.as_str()))?
+        .to_owned();
+    let events: Vec<_> = run
+        .store
+        .list(Some(&Key::from(format!("{root}/tensorboard"))))
+        .try_collect()
+        .await?;
+    ensure!(
+        events.iter().any(|o| o
+            .location
+            .filename()
+            .is_some_and(|f| f.starts_with("events.out.tfevents"))
+            && o.size > 0),
+        "no TensorBoard event file under {root}/tensorboard while training: {events:?}"
+    );
     ensure!(
         before.progress.as_ref().is_some_and(|p| p.step < 80),
         "training ended before a rank could be killed: {:?}",

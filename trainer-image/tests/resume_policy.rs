@@ -94,6 +94,37 @@ fn never_auto_and_from() {
 }
 
 #[test]
+fn newer_set_with_unreadable_metadata_is_an_error_and_kept() {
+    let dir = test_dir("policy-foreign");
+    let model = tiny_model(&TpGroup::single(), 11);
+    let mut c = ckpt(&dir, json!({"keepLast": 3}));
+    save(&mut c, &model, 2);
+    save(&mut c, &model, 4);
+    // As if a newer trainer wrote step 4 with metadata this one cannot read.
+    let manifest = dir.join("step-000000000004/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["metadata"] = json!({"layout": "future-v9"});
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let err = ckpt(&dir, json!({})).find_latest().unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("step-000000000004") && msg.contains("cannot read"),
+        "{msg}"
+    );
+    assert!(
+        manifest.exists(),
+        "a set of another writer is never withdrawn"
+    );
+    assert!(
+        !dir.join("step-000000000004/manifest.json.rejected")
+            .exists()
+    );
+}
+
+#[test]
 fn corrupt_local_shard_falls_back_and_tp_mismatch_is_invalid() {
     let dir = test_dir("policy-corrupt");
     let model = tiny_model(&TpGroup::single(), 11);
@@ -110,6 +141,13 @@ fn corrupt_local_shard_falls_back_and_tp_mismatch_is_invalid() {
     assert_eq!(
         p.file,
         dir.join("step-000000000002/mp_rank_00/megatron_bert--step=2-epoch=0.ckpt")
+    );
+    assert!(
+        !dir.join("step-000000000004/manifest.json").exists()
+            && dir
+                .join("step-000000000004/manifest.json.rejected")
+                .exists(),
+        "the corrupt set is withdrawn, so retention does not count it"
     );
 
     // A run with another tensor-parallel size cannot use these checkpoints.

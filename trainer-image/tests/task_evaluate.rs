@@ -625,6 +625,24 @@ fn bad_data_is_invalid_input_naming_file_and_line() {
         TaskData::load(&re_spec, &only(&re), tok()),
         &["re.tsv:2:", "CPR:7", "CPR:4"],
     );
+    let marked_spec = spec(
+        json!({"type": "RelationExtraction", "relationExtraction": {"classes": RELATIONS,
+            "entityMarkers": ["@CHEMICAL$", "@GENE$"]}}),
+        json!({}),
+    );
+    let unmarked = write(
+        &dir,
+        "unmarked.tsv",
+        "aspirin binds COX1\tCPR:3\naspirin and @GENE$\tCPR:4\n",
+    );
+    invalid(
+        TaskData::load(&marked_spec, &only(&unmarked), tok()),
+        &[
+            "unmarked.tsv",
+            "no sentence carries every entity marker",
+            "entityMarkers",
+        ],
+    );
 
     let qa_spec = spec(json!({"type": "QuestionAnswering"}), json!({}));
     let bad_json = write(&dir, "squad.json", "{\"data\": [\n  {\"title\": 1,\n");

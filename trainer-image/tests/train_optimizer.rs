@@ -1,6 +1,6 @@
 //! AdamW and the learning-rate schedules against PyTorch and Hugging Face
 //! (`tests/python/train_optimizer_reference.py`): the same parameters and
-//! gradients through `torch.optim.AdamW(foreach=False)` with weight-decay
+//! gradients through `torch.optim.AdamW(fused=True)` with weight-decay
 //! groups and HF's warmup schedule must give bit-identical parameters, and
 //! our schedules the same learning rates as HF's.
 

@@ -196,9 +196,11 @@ fn run_job(
         trainer.restore(state)?;
     }
     let outcome = {
+        let publish = session.identity.is_rank0() && outputs.is_remote();
         let mut hooks = RunHooks {
             reporter,
             checkpointer: Some(&mut checkpointer),
+            tensorboard: publish.then(|| (outputs, session.inputs.runtime())),
         };
         trainer.fit(&task, &mut hooks)?
     };

@@ -21,6 +21,18 @@ pub struct TextExample {
     pub line: usize,
 }
 
+/// How [`read_labeled_tsv`] resolved a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Label {
+    /// The class id.
+    Id(usize),
+    /// The text is not a label at all (on the first line: a header); the
+    /// message says what a label must be.
+    NotALabel(String),
+    /// A label, but an unusable one; the message names the fix.
+    Invalid(String),
+}
+
 /// Reads a NeMo text classification TSV. With `require_labels`, every line
 /// must end in `<TAB>label_id`.
 pub fn read_text_classification(
@@ -28,50 +40,60 @@ pub fn read_text_classification(
     num_classes: usize,
     require_labels: bool,
 ) -> Result<Vec<TextExample>, DataError> {
+    read_labeled_tsv(path, false, require_labels, |label| {
+        match label.trim().parse::<i64>() {
+            Err(_) => Label::NotALabel(format!(
+                "label {label:?} is not an integer class id (0..{num_classes})"
+            )),
+            Ok(v) if v < 0 || v as usize >= num_classes => Label::Invalid(format!(
+                "label {v} is outside 0..{num_classes}; set dataset.numClasses to cover every \
+                 label id"
+            )),
+            Ok(v) => Label::Id(v as usize),
+        }
+    })
+}
+
+/// Reads `sentence<TAB>label` lines (the sentence may itself hold TABs),
+/// resolving each label with `resolve`. With `header` the first line is
+/// skipped; without it a first line whose label is [`Label::NotALabel`] is
+/// a header too. A line without a TAB is an unlabeled sentence (prediction
+/// input) unless `require_labels`.
+pub fn read_labeled_tsv(
+    path: &Path,
+    header: bool,
+    require_labels: bool,
+    resolve: impl Fn(&str) -> Label,
+) -> Result<Vec<TextExample>, DataError> {
     let text = read_text(path)?;
     let mut out = Vec::new();
     for (line, l) in numbered_lines(&text) {
-        let Some((sentence, label)) = l.rsplit_once('\t') else {
-            if require_labels {
-                return Err(DataError::line(
-                    path,
-                    line,
-                    "expected `sentence<TAB>label_id`, found no TAB",
-                ));
-            }
-            out.push(TextExample {
-                text: l.to_string(),
-                label: None,
-                line,
-            });
+        if header && line == 1 {
             continue;
-        };
-        let label = match label.trim().parse::<i64>() {
-            Ok(v) => v,
-            Err(_) if line == 1 => continue, // header
-            Err(_) => {
+        }
+        let (sentence, label) = match l.rsplit_once('\t') {
+            Some((sentence, label)) => match resolve(label) {
+                Label::Id(id) => (sentence, Some(id)),
+                Label::NotALabel(_) if line == 1 => continue, // header
+                Label::NotALabel(problem) | Label::Invalid(problem) => {
+                    return Err(DataError::line(path, line, problem));
+                }
+            },
+            None if require_labels => {
                 return Err(DataError::line(
                     path,
                     line,
-                    format!("label {label:?} is not an integer class id (0..{num_classes})"),
+                    "expected `sentence<TAB>label`, found no TAB",
                 ));
             }
+            None => (l, None),
         };
-        if label < 0 || label as usize >= num_classes {
-            return Err(DataError::line(
-                path,
-                line,
-                format!(
-                    "label {label} is outside 0..{num_classes}; set dataset.numClasses to cover every label id"
-                ),
-            ));
-        }
         if sentence.trim().is_empty() {
             return Err(DataError::line(path, line, "the sentence is empty"));
         }
         out.push(TextExample {
             text: sentence.to_string(),
-            label: Some(label as usize),
+            label,
             line,
         });
     }

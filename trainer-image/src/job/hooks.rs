@@ -1,9 +1,11 @@
 //! [`RunHooks`]: the training loop's observers for a job, forwarding steps
 //! and validations to the progress [`Reporter`] and checkpoint requests to
-//! the [`Checkpointer`] (whose saved checkpoints are reported in turn).
+//! the [`Checkpointer`] (whose saved checkpoints are reported in turn, and
+//! with which the TensorBoard files are published).
 
 use std::collections::BTreeMap;
 
+use super::Outputs;
 use crate::checkpoint::training::Checkpointer;
 use crate::progress::Reporter;
 use crate::train::{CheckpointRequest, StepStats, TrainHooks, TrainResult};
@@ -14,6 +16,9 @@ pub struct RunHooks<'a> {
     pub reporter: &'a mut Reporter,
     /// Training checkpoints (None: never saved).
     pub checkpointer: Option<&'a mut Checkpointer>,
+    /// Where to publish `tensorboard/` after each saved checkpoint (global
+    /// rank 0 with S3 outputs), so the run can be plotted while it trains.
+    pub tensorboard: Option<(&'a Outputs, &'a tokio::runtime::Runtime)>,
 }
 
 impl TrainHooks for RunHooks<'_> {
@@ -37,6 +42,15 @@ impl TrainHooks for RunHooks<'_> {
             return Ok(());
         };
         if let Some(saved) = checkpointer.save(request)? {
+            // Published before the checkpoint is reported: once status names
+            // it, the curves up to it are in the store too.
+            if let Some((outputs, runtime)) = self.tensorboard {
+                self.reporter.flush();
+                // The run goes on without it; the next checkpoint or the end retries.
+                if let Err(e) = outputs.publish_dir(runtime, "tensorboard") {
+                    tracing::warn!(error = %e, "publishing the TensorBoard files failed");
+                }
+            }
             self.reporter.checkpoint_saved(saved.latest, saved.best);
         }
         Ok(())

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use crds::Split;
 
 use crate::data::predictions::write_class_predictions;
-use crate::data::text_classification::{TextExample, TextFeature, text_features};
+use crate::data::text_classification::{
+    Label, TextExample, TextFeature, read_labeled_tsv, text_features,
+};
 use crate::metrics::ClassificationReport;
 use crate::model::{BertTaskModel, HeadOutput};
 use crate::tokenizer::BertTokenizer;
@@ -105,7 +107,8 @@ pub(crate) struct SentenceClassification {
 
 impl SentenceClassification {
     /// Reads and featurizes every split present. `markers` (relation
-    /// extraction) are counted: sentences without them are reported in the log.
+    /// extraction) are counted: sentences without them are reported in the
+    /// log, and a split where no sentence has them all is invalid input.
     pub fn load(
         classes: Classes,
         tsv_header: bool,
@@ -151,6 +154,16 @@ impl SentenceClassification {
                     .iter()
                     .filter(|e| !markers.iter().all(|m| e.text.contains(m.as_str())))
                     .count();
+                if without == examples.len() {
+                    return Err(in_file(
+                        path,
+                        format!(
+                            "no sentence carries every entity marker {markers:?}; replace the \
+                             entity mentions with the markers (ChemProt style) or fix \
+                             spec.task.relationExtraction.entityMarkers"
+                        ),
+                    ));
+                }
                 if without > 0 {
                     tracing::warn!(
                         file = %path.display(),
@@ -312,52 +325,14 @@ impl SentenceClassification {
 
 /// Reads `sentence<TAB>label` lines (a line without a TAB is an unlabeled sentence).
 fn read_tsv(path: &Path, classes: &Classes, header: bool) -> TrainResult<Vec<TextExample>> {
-    let bytes = std::fs::read(path).map_err(|e| in_file(path, format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-        at_line(path, line, "not valid UTF-8; save the file as UTF-8")
-    })?;
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if header && line == 1 {
-            continue;
-        }
-        let (sentence, label) = match raw.rsplit_once('\t') {
-            Some((s, l)) => (s, Some(l)),
-            None => (raw, None),
-        };
-        let label = match label {
-            None => None,
-            Some(l) => match classes.id_of(l) {
-                Some(id) => Some(id),
-                None if line == 1 => continue, // an undeclared header
-                None => {
-                    return Err(at_line(
-                        path,
-                        line,
-                        format!(
-                            "label {l:?} is not {}; fix the label or the classes in spec.task",
-                            classes.expected()
-                        ),
-                    ));
-                }
-            },
-        };
-        if sentence.trim().is_empty() {
-            return Err(at_line(path, line, "the sentence is empty"));
-        }
-        out.push(TextExample {
-            text: sentence.to_string(),
-            label,
-            line,
-        });
-    }
-    if out.is_empty() {
-        return Err(in_file(path, "holds no sentence"));
-    }
-    Ok(out)
+    read_labeled_tsv(path, header, false, |label| match classes.id_of(label) {
+        Some(id) => Label::Id(id),
+        None => Label::NotALabel(format!(
+            "label {label:?} is not {}; fix the label or the classes in spec.task",
+            classes.expected()
+        )),
+    })
+    .map_err(data_error)
 }
 
 /// The classes of a text classification spec.

@@ -1,28 +1,45 @@
-//! AdamW with exactly the arithmetic of `torch.optim.AdamW` (the per-tensor
-//! `foreach=False` path PyTorch takes on CPU), so a run matches a PyTorch or
-//! Hugging Face fine-tune step for step.
+//! AdamW with exactly the arithmetic of `torch.optim.AdamW(fused=True)`, the
+//! optimizer Hugging Face's Trainer runs as `adamw_torch_fused`, so a run
+//! matches a PyTorch or Hugging Face fine-tune step for step
+//! (tests/train_optimizer.rs checks bit-identity).
 //!
 //! Per parameter with a gradient, at its step `t` (counted per parameter):
 //! ```text
 //! p  *= 1 - lr * weight_decay                 (decay group only)
 //! m   = lerp(m, g, 1 - beta1)
 //! v   = v * beta2 + (1 - beta2) * g * g
-//! p  += (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+//! p  -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //! ```
-//! Each line runs the same ATen kernels PyTorch runs (`mul_`, `lerp_`,
-//! `addcmul_`, `sqrt`, `div`, `add_`, `addcdiv_`). tch's `addcmul_` and
-//! `addcdiv_` lack the `value` argument, so `value * a` is computed first
-//! into a preallocated scratch buffer and passed with value 1: the kernels
-//! evaluate `self + value * a * b` and `self + value * a / b` left to right,
-//! so `self + 1 * (value * a) * b` rounds exactly the same way. Results
-//! agree with PyTorch bit for bit (tests/train_optimizer.rs), and no step
-//! allocates parameter-sized memory.
+//! libtorch's fused kernel (`at::_fused_adamw_`, reached through
+//! `csrc/fused_adamw.cpp` because tch does not expose it) does all of it in
+//! one pass over each parameter, in place: no step allocates
+//! parameter-sized memory. Parameters are stepped in groups of one weight
+//! decay, dtype and device, as torch.optim groups them.
 
 use std::collections::BTreeMap;
+use std::ffi::{CStr, c_char, c_void};
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::{OptimizerState, TrainError, TrainResult};
+
+unsafe extern "C" {
+    fn mt_fused_adamw(
+        params: *const *const c_void,
+        grads: *const *const c_void,
+        exp_avgs: *const *const c_void,
+        exp_avg_sqs: *const *const c_void,
+        steps: *const *const c_void,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+}
 
 /// Whether AdamW decays `name`: not biases, not LayerNorm parameters (our
 /// canonical LayerNorm names all contain `layernorm`), like Hugging Face's
@@ -37,8 +54,23 @@ struct ParamSlot {
     param: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// The step count as the fused kernel reads it: a float32 scalar on the
+    /// parameter's device, like torch.optim's fused `state["step"]`.
+    step_tensor: Tensor,
+    /// The same count, kept here so reading it never waits for the device.
     step: i64,
     decay: bool,
+}
+
+/// The tensors of one fused call: parameters of one decay group, dtype and
+/// device that have gradients.
+#[derive(Default)]
+struct FusedGroup {
+    params: Vec<*const c_void>,
+    grads: Vec<*const c_void>,
+    exp_avgs: Vec<*const c_void>,
+    exp_avg_sqs: Vec<*const c_void>,
+    steps: Vec<*const c_void>,
 }
 
 /// AdamW over named parameters (this rank's shards under canonical names).
@@ -49,8 +81,6 @@ pub struct AdamW {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
-    /// Two flat buffers per dtype, as long as the largest parameter.
-    scratch: Vec<(Kind, Tensor, Tensor)>,
 }
 
 impl AdamW {
@@ -66,28 +96,13 @@ impl AdamW {
                     decay: applies_weight_decay(&name),
                     exp_avg: zeros(),
                     exp_avg_sq: zeros(),
+                    step_tensor: Tensor::zeros([], (Kind::Float, param.device())),
                     step: 0,
                     name,
                     param,
                 }
             })
             .collect();
-        let mut scratch: Vec<(Kind, Tensor, Tensor)> = Vec::new();
-        for s in &slots {
-            let (kind, n) = (s.param.kind(), s.param.numel() as i64);
-            match scratch.iter_mut().find(|(k, _, _)| *k == kind) {
-                Some((_, a, _)) if a.numel() as i64 >= n => {}
-                Some(entry) => {
-                    let opts = (kind, s.param.device());
-                    entry.1 = Tensor::empty([n], opts);
-                    entry.2 = Tensor::empty([n], opts);
-                }
-                None => {
-                    let opts = (kind, s.param.device());
-                    scratch.push((kind, Tensor::empty([n], opts), Tensor::empty([n], opts)));
-                }
-            }
-        }
         let [beta1, beta2] = spec.betas;
         Self {
             slots,
@@ -95,7 +110,6 @@ impl AdamW {
             beta2,
             eps: spec.eps,
             weight_decay: spec.weight_decay,
-            scratch,
         }
     }
 
@@ -112,48 +126,57 @@ impl AdamW {
     /// gradient (parameters without one are skipped and keep their step
     /// count, as in PyTorch).
     pub fn step(&mut self, lr: f64) -> TrainResult<()> {
-        let (beta1, beta2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
-        let scratch = &self.scratch;
-        tch::no_grad(|| -> TrainResult<()> {
-            for s in &mut self.slots {
-                let grad = s.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let shape = s.param.size();
-                let n = s.param.numel() as i64;
-                let (_, a, b) = scratch
-                    .iter()
-                    .find(|(k, _, _)| *k == s.param.kind())
-                    .ok_or_else(|| {
-                        TrainError::Other(format!("no optimizer scratch for `{}`", s.name))
-                    })?;
-                let tmp = a.f_narrow(0, 0, n)?.f_view(shape.as_slice())?;
-                let mut denom = b.f_narrow(0, 0, n)?.f_view(shape.as_slice())?;
-                s.step += 1;
-                if wd != 0.0 && s.decay {
-                    let _ = s.param.f_mul_scalar_(1.0 - lr * wd)?;
-                }
-                let _ = s.exp_avg.f_lerp_(&grad, 1.0 - beta1)?;
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                let _ = s.exp_avg_sq.f_mul_scalar_(beta2)?;
-                let scaled_grad = grad.f_mul_scalar_out(&tmp, 1.0 - beta2)?;
-                let _ = s.exp_avg_sq.f_addcmul_(&scaled_grad, &grad)?;
-                let t = s.step as f64;
-                let bias_correction1 = 1.0 - beta1.powf(t);
-                let bias_correction2 = 1.0 - beta2.powf(t);
-                let step_size = lr / bias_correction1;
-                let bias_correction2_sqrt = bias_correction2.powf(0.5);
-                // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-                let _ = s.exp_avg_sq.f_sqrt_out(&denom)?;
-                let _ = denom.f_div_scalar_(bias_correction2_sqrt)?;
-                let _ = denom.f_add_scalar_(eps)?;
-                // param.addcdiv_(exp_avg, denom, value=-step_size)
-                let scaled_avg = s.exp_avg.f_mul_scalar_out(&tmp, -step_size)?;
-                let _ = s.param.f_addcdiv_(&scaled_avg, &denom)?;
+        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).collect();
+        let mut groups: Vec<((bool, Kind, Device), FusedGroup)> = Vec::new();
+        for (s, grad) in self.slots.iter_mut().zip(&grads) {
+            if !grad.defined() {
+                continue;
             }
-            Ok(())
-        })
+            let key = (s.decay, s.param.kind(), s.param.device());
+            let g = match groups.iter().position(|(k, _)| *k == key) {
+                Some(i) => &mut groups[i].1,
+                None => {
+                    groups.push((key, FusedGroup::default()));
+                    &mut groups.last_mut().expect("just pushed").1
+                }
+            };
+            g.params.push(s.param.as_ptr() as *const c_void);
+            g.grads.push(grad.as_ptr() as *const c_void);
+            g.exp_avgs.push(s.exp_avg.as_ptr() as *const c_void);
+            g.exp_avg_sqs.push(s.exp_avg_sq.as_ptr() as *const c_void);
+            g.steps.push(s.step_tensor.as_ptr() as *const c_void);
+            s.step += 1;
+        }
+        for ((decay, _, _), g) in &groups {
+            let wd = if *decay { self.weight_decay } else { 0.0 };
+            let mut err = [0 as c_char; 512];
+            // SAFETY: every pointer is a live at::Tensor owned by `self.slots`
+            // or `grads` for the duration of the call; the vectors are equally
+            // long; `err` is zeroed and its length is passed.
+            let rc = unsafe {
+                mt_fused_adamw(
+                    g.params.as_ptr(),
+                    g.grads.as_ptr(),
+                    g.exp_avgs.as_ptr(),
+                    g.exp_avg_sqs.as_ptr(),
+                    g.steps.as_ptr(),
+                    g.params.len(),
+                    lr,
+                    self.beta1,
+                    self.beta2,
+                    wd,
+                    self.eps,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            };
+            if rc != 0 {
+                // SAFETY: the shim NUL-terminated `err`.
+                let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+                return Err(TrainError::Other(format!("fused AdamW step failed: {msg}")));
+            }
+        }
+        Ok(())
     }
 
     /// The moments and step counts by parameter name. The tensors share
@@ -210,6 +233,7 @@ impl AdamW {
                 s.exp_avg.f_copy_(&dev_kind(&exp_avg[&s.name])?)?;
                 s.exp_avg_sq.f_copy_(&dev_kind(&exp_avg_sq[&s.name])?)?;
                 s.step = steps[&s.name];
+                let _ = s.step_tensor.f_fill_(s.step as f64)?;
             }
             Ok(())
         })

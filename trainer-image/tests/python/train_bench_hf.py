@@ -5,8 +5,8 @@ MegatronBertForQuestionAnswering in PyTorch eager on CPU.
 
 Prints one JSON line: {"step_times_s": [...], "optim": "..."} for the steps
 after --warmup. With --adamw it instead times torch.optim.AdamW.step() alone
-on the model's parameters (random gradients), per-tensor (foreach=False, what
-our optimizer reproduces) and fused (the Trainer's default on torch >= 2.8):
+on the model's parameters (random gradients), per-tensor (foreach=False) and
+fused (the Trainer's default on torch >= 2.8, and what our optimizer runs):
 {"adamw_single_s": median, "adamw_fused_s": median}.
 """
 

@@ -4,9 +4,9 @@
 
 DIR/adamw.safetensors: initial parameters `init.NAME`, per-step gradients
 `grad.STEP.NAME` and parameters after each step `param.STEP.NAME`, from
-torch.optim.AdamW(foreach=False) with two parameter groups (weight decay on
-weights, none on biases and LayerNorm parameters) driven by Hugging Face's
-linear warmup schedule; `lr` holds the learning rate of each step.
+torch.optim.AdamW(fused=True) (Hugging Face's adamw_torch_fused) with two
+parameter groups (weight decay on weights, none on biases and LayerNorm
+parameters) driven by Hugging Face's linear warmup schedule; `lr` holds the learning rate of each step.
 DIR/schedules.json: learning rates of HF schedules by name, for each step.
 """
 
@@ -66,7 +66,7 @@ def main():
         {"params": [p for n, p in params.items() if decays(n)], "weight_decay": WD},
         {"params": [p for n, p in params.items() if not decays(n)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, foreach=False, fused=False)
+    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, fused=True)
     sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=STEPS)
     lr_used = []
     for step in range(STEPS):

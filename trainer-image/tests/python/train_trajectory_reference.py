@@ -2,9 +2,10 @@
 
 Builds the tiny random Megatron-BERT of model_reference.py with a span-QA
 head (Hugging Face MegatronBertForQuestionAnswering, dropout off, fp32), a
-fixed random QA data set, and trains it with torch.optim.AdamW (foreach=False;
-weight decay on weights, none on biases and LayerNorms), Hugging Face's linear
-warmup schedule and clip_grad_norm_, on the micro batches the plan gives:
+fixed random QA data set, and trains it with torch.optim.AdamW (fused=True,
+the HF Trainer's adamw_torch_fused; weight decay on weights, none on biases
+and LayerNorms), Hugging Face's linear warmup schedule and clip_grad_norm_,
+on the micro batches the plan gives:
 
   python train_trajectory_reference.py --plan PLAN.json --out DIR
 
@@ -102,7 +103,7 @@ def main():
         {"params": [p for n, p in named if not no_decay(n)], "weight_decay": plan["weight_decay"]},
         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=plan["lr"], betas=(0.9, 0.999), eps=1e-8, foreach=False, fused=False)
+    opt = torch.optim.AdamW(groups, lr=plan["lr"], betas=(0.9, 0.999), eps=1e-8, fused=True)
     sched = get_linear_schedule_with_warmup(opt, plan["warmup_steps"], plan["total_steps"])
     losses, lrs, norms = [], [], []
     for micro_batches in plan["steps"]:

@@ -71,8 +71,8 @@ impl Checkpointer {
         }
         self.cleanup_stale_uploads();
         let own = self.store.clone();
-        let found = self.find_in(&own, None, ResumeSource::Own)?;
-        self.reject_newer_than(found.as_ref().map(|p| p.step))?;
+        let (found, unusable) = self.find_in(&own, None, ResumeSource::Own)?;
+        self.withdraw(&unusable)?;
         if let Some(point) = found {
             let best = point.metadata.best.clone();
             if let Some(b) = &self.cfg.spec.best {
@@ -92,7 +92,10 @@ impl Checkpointer {
             ));
         };
         let (store, pinned) = open_from(from.as_str())?;
-        match self.find_in(&store, pinned.as_deref(), ResumeSource::From)? {
+        match self
+            .find_in(&store, pinned.as_deref(), ResumeSource::From)?
+            .0
+        {
             Some(p) => Ok(Some(p)),
             None => Err(TrainError::InvalidInput(format!(
                 "spec.checkpointing.resume.from: no complete checkpoint at {} (expected a \
@@ -157,13 +160,18 @@ impl Checkpointer {
         Ok(state)
     }
 
-    /// The newest usable set in `store` (or only `pinned`), agreed by all ranks.
+    /// The newest usable set in `store` (or only `pinned`), agreed by all
+    /// ranks, and the newer sets found unusable on the way (a shard missing
+    /// or corrupt on some rank, or a manifest without every rank's file).
+    /// A newer set whose metadata this trainer cannot read (written by a
+    /// newer trainer or another tool) is an error, not skipped: resuming
+    /// behind it would let retention delete this run's new checkpoints.
     fn find_in(
         &self,
         store: &Store,
         pinned: Option<&str>,
         source: ResumeSource,
-    ) -> TrainResult<Option<ResumePoint>> {
+    ) -> TrainResult<(Option<ResumePoint>, Vec<String>)> {
         let sets = CheckpointSets::new(store.clone());
         let mut candidates = self
             .runtime
@@ -171,6 +179,7 @@ impl Checkpointer {
             .map_err(|e| errors::storage("listing checkpoints", e))?;
         candidates.retain(|s| pinned.is_none_or(|p| s.name == p));
         candidates.reverse();
+        let mut unusable = Vec::new();
         let mut i = 0;
         loop {
             let proposal = candidates.get(i).map_or(-1, |s| s.manifest.step as i64);
@@ -183,13 +192,14 @@ impl Checkpointer {
                 )));
             }
             let Some(set) = candidates.get(i) else {
-                return Ok(None);
+                return Ok((None, unusable));
             };
             i += 1;
             let metadata = match self.usable_metadata(store, set)? {
                 Some(m) => m,
                 None => {
                     // Same manifest on every rank: all skip it.
+                    unusable.push(set.name.clone());
                     continue;
                 }
             };
@@ -205,6 +215,7 @@ impl Checkpointer {
             if codes.contains(&(Fetch::Corrupt as i64)) {
                 tracing::warn!(set = %store.describe(&set.name),
                     "checkpoint has a missing or corrupt shard; falling back to the previous one");
+                unusable.push(set.name.clone());
                 continue;
             }
             let uri = if source == ResumeSource::Own {
@@ -212,20 +223,22 @@ impl Checkpointer {
             } else {
                 crds::Uri::new(store_uri(store, &set.name))
             };
-            return Ok(Some(ResumePoint {
+            let point = ResumePoint {
                 step: set.manifest.step,
                 set: set.name.clone(),
                 uri,
                 metadata,
                 file: path.expect("a fetched shard has a path"),
                 source,
-            }));
+            };
+            return Ok((Some(point), unusable));
         }
     }
 
     /// The set's metadata when the set fits this run; `None` (with a warning)
-    /// when it is not a set of ours; an error when it was written for another
-    /// tensor-parallel size.
+    /// when its manifest lacks a rank's file; an error when the metadata is
+    /// not one this trainer reads or was written for another tensor-parallel
+    /// size.
     fn usable_metadata(
         &self,
         store: &Store,
@@ -235,8 +248,12 @@ impl Checkpointer {
         let metadata: SetMetadata = match serde_json::from_value(set.manifest.metadata.clone()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(set = %target, error = %e, "not a training checkpoint set; skipped");
-                return Ok(None);
+                return Err(TrainError::InvalidInput(format!(
+                    "checkpoint {target} has metadata this trainer cannot read ({e}); it was \
+                     written by another trainer version or tool. Resume with the trainer image \
+                     that wrote it, move the set away, or start fresh with \
+                     spec.checkpointing.resume.policy Never"
+                )));
             }
         };
         if metadata.tp_size != self.cfg.tp_size {
@@ -312,33 +329,24 @@ impl Checkpointer {
         }
     }
 
-    /// Withdraws the manifests of this job's sets newer than the resume point
-    /// (`None`: all of them): they were found unusable, and the run will save
-    /// those steps again. Global rank 0 copies each manifest to
-    /// `manifest.json.rejected` (for inspection) and deletes it; retention
-    /// removes the files later. Every rank waits for it.
-    fn reject_newer_than(&self, step: Option<u64>) -> TrainResult<()> {
+    /// Withdraws the manifests of `sets`, this job's sets found unusable
+    /// (all newer than the resume point): the run will save those steps
+    /// again, and retention must not count them. Global rank 0 copies each
+    /// manifest to `manifest.json.rejected` (for inspection) and deletes it;
+    /// retention removes the files later. Every rank waits for it.
+    fn withdraw(&self, sets: &[String]) -> TrainResult<()> {
         let mut result = Ok(());
         if self.consensus.rank() == 0 {
             result = self.runtime.block_on(async {
-                for o in self.store.list("").await? {
-                    let Some((set, file)) = o.key.split_once('/') else {
-                        continue;
-                    };
-                    if file != MANIFEST_NAME || !retention::is_set_name(set) {
-                        continue;
-                    }
-                    let n: u64 = set[5..].parse().unwrap_or(0);
-                    if step.is_some_and(|s| n <= s) {
-                        continue;
-                    }
+                for set in sets {
                     tracing::warn!(set = %self.store.describe(set),
                         "withdrawing an unusable checkpoint newer than the resume point");
-                    let bytes = self.store.get_bytes(&o.key).await?;
+                    let key = format!("{set}/{MANIFEST_NAME}");
+                    let bytes = self.store.get_bytes(&key).await?;
                     self.store
-                        .put_bytes(&format!("{set}/{MANIFEST_NAME}.rejected"), bytes)
+                        .put_bytes(&format!("{key}.rejected"), bytes)
                         .await?;
-                    self.store.delete(&o.key).await?;
+                    self.store.delete(&key).await?;
                 }
                 Ok::<(), StorageError>(())
             });
