@@ -24,6 +24,30 @@ fn kubectl(env: &std::collections::HashMap<String, String>) -> Command {
     cmd
 }
 
+/// Installs (server-side applies) the CRD from crds/ and waits until it is
+/// served: these tests must not rely on another test having installed it.
+fn install_crd(env: &std::collections::HashMap<String, String>) {
+    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds/megatron.dev_megatronfinetunes.yaml");
+    let out = run(kubectl(env)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=cli-operator-tests",
+            "-f",
+        ])
+        .arg(&crd));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(kubectl(env).args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/megatronfinetunes.megatron.dev",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
@@ -43,6 +67,7 @@ fn completion_protocol_under_the_operator_env() {
     let env = storage_util::cluster_env();
     let ns = format!("cli-op-{}", std::process::id());
     let name = "tiny-tc";
+    install_crd(&env);
     let out = run(kubectl(&env).args(["create", "namespace", &ns]));
     assert!(out.status.success(), "{}", text(&out));
     // The object the trainer reports to (a spec the API server accepts).
@@ -61,6 +86,7 @@ fn completion_protocol_under_the_operator_env() {
 
     // The trainer's own config: a tiny random-init model, outputs in S3.
     let prefix = storage_util::unique_prefix("cli-operator");
+    storage_util::ensure_bucket(BUCKET);
     let spec = spec_yaml(Task::TextClassification, 2, 2).replace(
         "storage: {bucket: unused, credentialsSecretRef: {name: none}}",
         &format!(
@@ -177,6 +203,7 @@ fn invalid_data_reports_a_failed_result_and_exits_2() {
     let env = storage_util::cluster_env();
     let ns = format!("cli-op-bad-{}", std::process::id());
     let name = "bad-data";
+    install_crd(&env);
     let out = run(kubectl(&env).args(["create", "namespace", &ns]));
     assert!(out.status.success(), "{}", text(&out));
     let manifest = format!(

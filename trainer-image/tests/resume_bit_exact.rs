@@ -216,6 +216,7 @@ fn losses(out: &common::RankOutput) -> Vec<String> {
 
 fn run(test: &str, tp_size: usize) {
     let prefix = storage_util::unique_prefix(test);
+    storage_util::ensure_bucket(storage_util::TEST_BUCKET);
     let work = test_dir(test);
     let phase = |p: &str| {
         common::Ranks::new(test, tp_size)

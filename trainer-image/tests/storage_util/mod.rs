@@ -63,6 +63,19 @@ pub async fn s3_store(test: &str) -> Store {
     store
 }
 
+/// Creates `bucket` on the e2e S3 server (done when it exists): a test that
+/// hands the bucket to a child process must not rely on another test having
+/// created it, since a fresh cluster has none.
+pub fn ensure_bucket(bucket: &str) {
+    let env = cluster_env();
+    let config = S3Config::from_lookup(bucket, "", |k| env.get(k).cloned()).expect("S3 config");
+    let store = Store::s3(config).expect("S3 store");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.create_bucket())
+        .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
+}
+
 /// Writes `size` pseudo-random (incompressible) bytes derived from `seed`
 /// in 1 MiB chunks; returns the sha256 (hex).
 pub fn write_random_file(path: &Path, size: u64, seed: u64) -> String {
