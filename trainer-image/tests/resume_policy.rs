@@ -94,34 +94,51 @@ fn never_auto_and_from() {
 }
 
 #[test]
-fn newer_set_with_unreadable_metadata_is_an_error_and_kept() {
-    let dir = test_dir("policy-foreign");
-    let model = tiny_model(&TpGroup::single(), 11);
-    let mut c = ckpt(&dir, json!({"keepLast": 3}));
-    save(&mut c, &model, 2);
-    save(&mut c, &model, 4);
-    // As if a newer trainer wrote step 4 with metadata this one cannot read.
-    let manifest = dir.join("step-000000000004/manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    m["metadata"] = json!({"layout": "future-v9"});
-    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+fn newer_set_of_a_newer_writer_is_an_error_and_kept() {
+    // As if a newer trainer wrote step 4: metadata this one cannot read, or
+    // a newer manifest format. Neither may be skipped nor withdrawn.
+    type Mutation = fn(&mut serde_json::Value);
+    let cases: [(&str, Mutation, &str); 2] = [
+        (
+            "metadata",
+            |m| m["metadata"] = json!({"layout": "future-v9"}),
+            "cannot read",
+        ),
+        (
+            "format",
+            |m| m["format_version"] = json!(99),
+            "upgrade the trainer image",
+        ),
+    ];
+    for (case, mutate, needle) in cases {
+        let dir = test_dir(&format!("policy-foreign-{case}"));
+        let model = tiny_model(&TpGroup::single(), 11);
+        let mut c = ckpt(&dir, json!({"keepLast": 3}));
+        save(&mut c, &model, 2);
+        save(&mut c, &model, 4);
+        let manifest = dir.join("step-000000000004/manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        mutate(&mut m);
+        std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
 
-    let err = ckpt(&dir, json!({})).find_latest().unwrap_err();
-    assert!(err.is_invalid_input(), "{err}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("step-000000000004") && msg.contains("cannot read"),
-        "{msg}"
-    );
-    assert!(
-        manifest.exists(),
-        "a set of another writer is never withdrawn"
-    );
-    assert!(
-        !dir.join("step-000000000004/manifest.json.rejected")
-            .exists()
-    );
+        let err = ckpt(&dir, json!({})).find_latest().unwrap_err();
+        assert!(err.is_invalid_input(), "{case}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("step-000000000004") && msg.contains(needle),
+            "{case}: {msg}"
+        );
+        assert!(
+            manifest.exists(),
+            "{case}: a newer writer's set is never withdrawn"
+        );
+        assert!(
+            !dir.join("step-000000000004/manifest.json.rejected")
+                .exists(),
+            "{case}"
+        );
+    }
 }
 
 #[test]

@@ -64,12 +64,7 @@ impl JobError {
     pub fn is_invalid_input(&self) -> bool {
         match self {
             Self::Invalid(_) | Self::Tokenizer(_) => true,
-            Self::Storage(e) => {
-                matches!(
-                    e,
-                    StorageError::InvalidLocation { .. } | StorageError::Config(_)
-                ) || e.is_not_found()
-            }
+            Self::Storage(e) => e.is_invalid_input() || e.is_not_found(),
             Self::Checkpoint(e) => e.is_invalid_input(),
             Self::Model(e) => !matches!(e, ModelError::Torch(_) | ModelError::Comm(_)),
             Self::Comm(e) => matches!(e, CommError::Env { .. } | CommError::Config(_)),

@@ -161,7 +161,8 @@ impl CheckpointSets {
         self.write_manifest(step, entries, metadata).await
     }
 
-    /// All complete sets, oldest step first.
+    /// All complete sets, oldest step first. Fails with
+    /// [`StorageError::NewerManifest`] when a newer trainer wrote one.
     pub async fn list_complete(&self) -> Result<Vec<CommittedSet>, StorageError> {
         let groups = self.group_sets().await?;
         let mut out = Vec::new();
@@ -254,7 +255,8 @@ impl CheckpointSets {
     }
 
     /// The set `name` when its manifest exists, parses, names this step, and
-    /// every file is stored with the promised size.
+    /// every file is stored with the promised size. A manifest of a newer
+    /// format is an error ([`StorageError::NewerManifest`]), not skipped.
     async fn complete_set(
         &self,
         name: &str,
@@ -273,6 +275,9 @@ impl CheckpointSets {
         let target = self.store.describe(&manifest_key);
         let manifest = match Manifest::from_json(&target, &bytes) {
             Ok(m) => m,
+            // Not ours to judge: resuming behind it, or deleting it as
+            // incomplete, could lose a newer trainer's progress.
+            Err(e @ StorageError::NewerManifest { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring a checkpoint set with an unusable manifest");
                 return Ok(None);

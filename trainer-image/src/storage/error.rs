@@ -56,6 +56,17 @@ pub enum StorageError {
     /// A checkpoint-set manifest that cannot be used.
     #[error("manifest {target}: {reason}")]
     Manifest { target: String, reason: String },
+    /// A checkpoint-set manifest written by a newer trainer: never skipped
+    /// or deleted, since this trainer cannot tell whether the set is usable.
+    #[error(
+        "manifest {target}: format_version {version} is newer than this trainer supports \
+         ({supported}); upgrade the trainer image (or move the set away)"
+    )]
+    NewerManifest {
+        target: String,
+        version: u32,
+        supported: u32,
+    },
     /// A background task panicked or was cancelled.
     #[error("{0}")]
     Task(String),
@@ -78,6 +89,15 @@ impl StorageError {
             hint,
             source: Box::new(source),
         }
+    }
+
+    /// True when retrying cannot help: a bad location or configuration, or
+    /// a manifest written by a newer trainer.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_) | Self::InvalidLocation { .. } | Self::NewerManifest { .. }
+        )
     }
 
     /// True when the object does not exist.

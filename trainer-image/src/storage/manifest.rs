@@ -62,11 +62,11 @@ impl Manifest {
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| invalid(format!("not a valid manifest: {e}")))?;
         if m.format_version > MANIFEST_FORMAT_VERSION {
-            return Err(invalid(format!(
-                "format_version {} is newer than this trainer supports ({MANIFEST_FORMAT_VERSION}); \
-                 upgrade the trainer image",
-                m.format_version
-            )));
+            return Err(StorageError::NewerManifest {
+                target: target.to_string(),
+                version: m.format_version,
+                supported: MANIFEST_FORMAT_VERSION,
+            });
         }
         let mut names = std::collections::BTreeSet::new();
         for f in &m.files {

@@ -9,11 +9,10 @@ use crate::train::TrainError;
 /// A storage error as a [`TrainError`].
 pub fn storage(context: &str, e: StorageError) -> TrainError {
     let msg = format!("{context}: {e}");
-    match e {
-        StorageError::Config(_) | StorageError::InvalidLocation { .. } => {
-            TrainError::InvalidInput(msg)
-        }
-        _ => TrainError::Other(msg),
+    if e.is_invalid_input() {
+        TrainError::InvalidInput(msg)
+    } else {
+        TrainError::Other(msg)
     }
 }
 
