@@ -737,3 +737,104 @@ fn tensor_parallel_evaluation_matches_tp1() {
         outs[1].expect_value("val_loss")
     );
 }
+
+/// Data-parallel replicas split the evaluation batches between them and
+/// exchange the outputs: each runs only its share, and every replica gets
+/// exactly (bit for bit) the predictions and metrics of one process that
+/// ran every batch. Three replicas, so the shares are uneven.
+#[test]
+fn data_parallel_evaluation_is_sharded_and_matches_one_replica() {
+    const DP: usize = 3;
+    if common::rank_child().is_some() {
+        tch::set_num_threads(1);
+        let topo = megatron_trainer::comm::init_from_env(1).expect("rendezvous");
+        assert_eq!((topo.dp_size, topo.tp_size), (DP, 1));
+        let generated = std::path::PathBuf::from(std::env::var("TASK_TEST_DATA").unwrap());
+        let tc = generated.join("token_classification");
+        let chance: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(generated.join("chance.json")).unwrap())
+                .unwrap();
+        let k = chance["text_classification_num_classes"].as_u64().unwrap();
+        let cases = [
+            (
+                json!({"type": "QuestionAnswering", "maxSeqLength": 96,
+                       "questionAnswering": {"docStride": 32, "maxQueryLength": 32}}),
+                SplitFiles {
+                    validation: Some(generated.join("squad/dev.json")),
+                    ..Default::default()
+                },
+            ),
+            (
+                json!({"type": "TokenClassification", "maxSeqLength": 24,
+                       "tokenClassification": {"labels": ["O", "CAP", "NUM", "PUNCT"]}}),
+                SplitFiles {
+                    validation: Some(tc.join("text_dev.txt")),
+                    validation_labels: Some(tc.join("labels_dev.txt")),
+                    ..Default::default()
+                },
+            ),
+            (
+                json!({"type": "TextClassification", "maxSeqLength": 32,
+                       "textClassification": {"numClasses": k}}),
+                SplitFiles {
+                    validation: Some(generated.join("text_classification/dev.tsv")),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (task, files) in cases {
+            let name = task["type"].as_str().unwrap().to_owned();
+            let mut data = TaskData::load(
+                &spec(task, json!({"evalMicroBatchSize": 7})),
+                &files,
+                task_util::uncased(),
+            )
+            .unwrap();
+            let cfg = task_util::tiny_config(data.tokenizer().vocab_size(), 32, 2, 2);
+            let model = task_util::model(&cfg, &data.head_config(), 5);
+            let whole = data.evaluate(&model, Split::Validation).unwrap();
+            data.shard_evaluation(topo.dp.clone());
+            let sharded = data.evaluate(&model, Split::Validation).unwrap();
+            let share = (0..whole.batches_run)
+                .filter(|b| b % DP == topo.dp_rank)
+                .count();
+            assert!(
+                whole.batches_run >= DP,
+                "{name}: {} batches",
+                whole.batches_run
+            );
+            assert_eq!(sharded.batches_run, share, "{name}: this replica's share");
+            assert_eq!(sharded.predictions, whole.predictions, "{name}");
+            for (k, v) in &whole.metrics {
+                assert_eq!(sharded.metrics[k].to_bits(), v.to_bits(), "{name} {k}");
+            }
+            assert_eq!(sharded.metrics.len(), whole.metrics.len(), "{name}");
+            common::emit(
+                &format!("{name}_loss"),
+                format!("{:e}", sharded.metrics["val_loss"]),
+            );
+        }
+        return;
+    }
+    let generated = task_util::datasets(60, 24);
+    let outs = common::Ranks::new(
+        "data_parallel_evaluation_is_sharded_and_matches_one_replica",
+        DP,
+    )
+    .env("TASK_TEST_DATA", generated.display())
+    .run_ok();
+    for task in [
+        "QuestionAnswering",
+        "TokenClassification",
+        "TextClassification",
+    ] {
+        let key = format!("{task}_loss");
+        for r in 1..DP {
+            assert_eq!(
+                outs[r].expect_value(&key),
+                outs[0].expect_value(&key),
+                "{key}"
+            );
+        }
+    }
+}

@@ -108,7 +108,8 @@ pub fn load(session: &Session, work_dir: &Path, random_init: bool) -> JobResult<
     )?;
     tracing::info!(source = start.description, "starting model");
     let files = session.inputs.split_files(spec)?;
-    let task = TaskData::load(spec, &files, start.tokenizer.clone())?;
+    let mut task = TaskData::load(spec, &files, start.tokenizer.clone())?;
+    task.shard_evaluation(topo.dp.clone());
     let head = task.head_config();
     let tp = TpGroup::new(topo.tp.clone());
     let mut model = BertTaskModel::new(&start.config, &head, &tp, session.device)?;

@@ -2,11 +2,10 @@
 //! evaluation forward loop shared by the tasks, and the task losses.
 //!
 //! Parallelism: every rank of a tensor-parallel group runs the same forward
-//! on the same batches and gets the same (replicated) logits, so every rank
-//! computes the same predictions and metrics without any extra collective.
-//! Data-parallel replicas each evaluate the whole split (no sharding, no
-//! gather): the result is identical on every rank, and callers let rank 0
-//! write the files.
+//! on the same batches and gets the same (replicated) logits. Data-parallel
+//! replicas split the batches between them and exchange the outputs
+//! ([`super::eval_shards`]). Either way every rank computes the same
+//! predictions and metrics, and callers let rank 0 write the files.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,6 +14,7 @@ use std::path::Path;
 use crds::Split;
 use tch::{Device, Kind, Tensor};
 
+use crate::comm::ProcessGroup;
 use crate::data::{Batch, BatchItem, PaddedBatch, Padding};
 use crate::model::{
     BertTaskModel, HeadOutput, question_answering_loss, sequence_classification_loss,
@@ -23,6 +23,7 @@ use crate::model::{
 use crate::train::{TrainError, TrainResult};
 
 use super::errors::data_error;
+use super::eval_shards;
 use super::files::metric_prefix;
 
 /// The predictions of one split, by task.
@@ -48,15 +49,29 @@ pub struct Evaluation {
     pub report: Option<String>,
     /// The predictions.
     pub predictions: Predictions,
+    /// Batches this rank ran through the model (its data-parallel replica's
+    /// share; 0 when scoring given predictions).
+    pub batches_run: usize,
+}
+
+/// What [`forward_all`] did besides visiting the outputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Forwarded {
+    /// The split's mean loss, when it has labels.
+    pub loss: Option<f64>,
+    /// Batches this rank ran through the model.
+    pub batches_run: usize,
 }
 
 impl Evaluation {
-    /// Adds the split's mean loss (`val_loss` / `test_loss`) when computed.
-    pub fn with_loss(mut self, loss: Option<f64>) -> Self {
-        if let Some(l) = loss {
+    /// Adds the split's mean loss (`val_loss` / `test_loss`) when computed,
+    /// and how many batches this rank ran.
+    pub(crate) fn with_forward(mut self, forwarded: Forwarded) -> Self {
+        if let Some(l) = forwarded.loss {
             self.metrics
                 .insert(format!("{}_loss", metric_prefix(self.split)), l);
         }
+        self.batches_run = forwarded.batches_run;
         self
     }
 }
@@ -129,24 +144,36 @@ pub(crate) fn collate<F: BatchItem>(
 
 /// Runs the model in eval mode without gradients over `features` in
 /// batches of `batch_size`, calling `visit(range, output)` with each batch's
-/// feature range and its head output moved to the CPU. With `labeled`,
-/// returns the mean loss over the whole split (each batch's mean weighted
-/// by its number of loss terms, so the result does not depend on the batch
-/// size).
+/// feature range and its head output on the CPU, in order. With `labeled`,
+/// the result holds the mean loss over the whole split (each batch's mean
+/// weighted by its number of loss terms, so it does not depend on the batch
+/// size). With more than one replica in `dp`, each runs its share of the
+/// batches and the outputs are exchanged ([`super::eval_shards`]); every
+/// replica must call this with the same features.
 pub(crate) fn forward_all<F: BatchItem>(
     model: &BertTaskModel,
     features: &[F],
     batch_size: usize,
     pad_id: u32,
     labeled: bool,
+    dp: &dyn ProcessGroup,
     mut visit: impl FnMut(Range<usize>, HeadOutput) -> TrainResult<()>,
-) -> TrainResult<Option<f64>> {
+) -> TrainResult<Forwarded> {
     let _no_grad = tch::no_grad_guard();
     let device = model.vs.device();
     let batch_size = batch_size.max(1);
-    let (mut loss_sum, mut terms) = (0.0f64, 0.0f64);
-    for start in (0..features.len()).step_by(batch_size) {
-        let range = start..(start + batch_size).min(features.len());
+    let ranges: Vec<Range<usize>> = (0..features.len())
+        .step_by(batch_size)
+        .map(|start| start..(start + batch_size).min(features.len()))
+        .collect();
+    let sharded = dp.size() > 1;
+    // (loss × terms, terms) of each batch, summed in batch order at the end.
+    let mut losses = vec![(0.0f64, 0.0f64); ranges.len()];
+    let mut own = Vec::new();
+    for (b, range) in ranges.iter().enumerate() {
+        if !eval_shards::owns(b, dp) {
+            continue;
+        }
         let items: Vec<&F> = features[range.clone()].iter().collect();
         let batch = collate(&items, pad_id, device)?;
         let output = model.forward(
@@ -159,13 +186,31 @@ pub(crate) fn forward_all<F: BatchItem>(
             let n = loss_terms(&batch, items.len());
             if n > 0.0 {
                 let loss = task_loss(&output, &batch)?.double_value(&[]);
-                loss_sum += loss * n;
-                terms += n;
+                losses[b] = (loss * n, n);
             }
         }
-        visit(range, to_cpu(output))?;
+        if sharded {
+            own.push((b, to_cpu(output)));
+        } else {
+            visit(range.clone(), to_cpu(output))?;
+        }
     }
-    Ok((labeled && terms > 0.0).then(|| loss_sum / terms))
+    let batches_run = if sharded { own.len() } else { ranges.len() };
+    if sharded {
+        let outputs = eval_shards::exchange(dp, device, ranges.len(), own, &mut losses)?;
+        for (range, output) in ranges.into_iter().zip(outputs) {
+            visit(range, output)?;
+        }
+    }
+    let (mut loss_sum, mut terms) = (0.0f64, 0.0f64);
+    for (l, n) in losses {
+        loss_sum += l;
+        terms += n;
+    }
+    Ok(Forwarded {
+        loss: (labeled && terms > 0.0).then(|| loss_sum / terms),
+        batches_run,
+    })
 }
 
 fn to_cpu(output: HeadOutput) -> HeadOutput {

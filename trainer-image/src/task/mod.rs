@@ -10,10 +10,12 @@
 //! | TextClassification | one label per line | `loss`, `accuracy`, macro `precision`/`recall`/`f1` |
 //! | RelationExtraction | one class name per line | `loss`, `accuracy`, micro `precision`/`recall`/`f1` without `negativeClass` |
 //!
-//! Evaluation runs on every rank (see [`evaluation`] for tensor and data
-//! parallelism); only rank 0 should write the files.
+//! Evaluation runs on every rank, sharded over data-parallel replicas once
+//! [`TaskData::shard_evaluation`] names their group (see [`evaluation`]);
+//! only rank 0 should write the files.
 
 mod errors;
+mod eval_shards;
 pub mod evaluation;
 mod files;
 mod question_answering;
@@ -22,10 +24,12 @@ mod token_classification;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crds::{MegatronFineTuneSpec, Split, Task as SpecTask, TaskType};
 use tch::{Device, Tensor};
 
+use crate::comm::{ProcessGroup, SingleProcess};
 use crate::data::{Batch, BatchItem};
 use crate::model::{BertTaskModel, HeadActivation, HeadConfig, HeadOutput, Task};
 use crate::tokenizer::BertTokenizer;
@@ -58,6 +62,8 @@ pub struct TaskData {
     head: HeadConfig,
     eval_batch_size: usize,
     tokenizer: BertTokenizer,
+    /// The data-parallel group evaluation is sharded over.
+    eval_group: Arc<dyn ProcessGroup>,
 }
 
 impl TaskData {
@@ -154,6 +160,7 @@ impl TaskData {
             head,
             eval_batch_size,
             tokenizer,
+            eval_group: Arc::new(SingleProcess),
         };
         for split in [Split::Train, Split::Validation, Split::Test] {
             if data.has_split(split) {
@@ -257,14 +264,24 @@ impl TaskData {
     /// `spec.training.evalMicroBatchSize`) over `split`: predictions, and
     /// when the split has labels the metrics (`val_*` or `test_*`, including
     /// the loss) and, for classification tasks, the text report. Every rank
-    /// may call it and gets the same result.
+    /// may call it and gets the same result; with
+    /// [`Self::shard_evaluation`] every replica of the data-parallel group
+    /// must call it, and each runs only its share of the batches.
     pub fn evaluate(&self, model: &BertTaskModel, split: Split) -> TrainResult<Evaluation> {
         let (bs, pad) = (self.eval_batch_size, self.tokenizer.pad_id());
+        let dp = &*self.eval_group;
         match &self.kind {
-            Kind::QuestionAnswering(t) => t.evaluate(model, split, bs, pad),
-            Kind::TokenClassification(t) => t.evaluate(model, split, bs, pad),
-            Kind::Sentence(t) => t.evaluate(model, split, bs, pad),
+            Kind::QuestionAnswering(t) => t.evaluate(model, split, bs, pad, dp),
+            Kind::TokenClassification(t) => t.evaluate(model, split, bs, pad, dp),
+            Kind::Sentence(t) => t.evaluate(model, split, bs, pad, dp),
         }
+    }
+
+    /// Splits the forward passes of [`Self::evaluate`] (and validation)
+    /// between the replicas of data-parallel group `dp`, which then exchange
+    /// the outputs: the same result on every rank, in 1/n of the time.
+    pub fn shard_evaluation(&mut self, dp: Arc<dyn ProcessGroup>) {
+        self.eval_group = dp;
     }
 
     /// Scores given predictions of `split` (e.g. read back with

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crds::{QuestionAnsweringTask, Split};
 
+use crate::comm::ProcessGroup;
 use crate::data::predictions::write_squad_predictions;
 use crate::data::squad::{
     AnswerConfig, SquadConfig, SquadExample, SquadFeature, SquadFeaturizer, predictions_by_id,
@@ -117,15 +118,17 @@ impl QuestionAnswering {
         split: Split,
         batch_size: usize,
         pad_id: u32,
+        dp: &dyn ProcessGroup,
     ) -> TrainResult<Evaluation> {
         let s = self.splits.require(split)?;
         let mut logits: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(s.features.len());
-        let loss = forward_all(
+        let forwarded = forward_all(
             model,
             &s.features,
             batch_size,
             pad_id,
             s.labeled,
+            dp,
             |range, out| {
                 let HeadOutput::Span {
                     start_logits,
@@ -150,7 +153,7 @@ impl QuestionAnswering {
         let answers = predictions_by_id(&s.examples, &s.features, &logits, self.answer);
         Ok(self
             .score(split, Predictions::Answers(answers.into_iter().collect()))?
-            .with_loss(loss))
+            .with_forward(forwarded))
     }
 
     /// Scores answers against the split's ground truths (exact match and F1 x100).
@@ -183,6 +186,7 @@ impl QuestionAnswering {
             metrics,
             report: None,
             predictions,
+            batches_run: 0,
         })
     }
 

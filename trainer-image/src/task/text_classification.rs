@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crds::Split;
 
+use crate::comm::ProcessGroup;
 use crate::data::predictions::write_class_predictions;
 use crate::data::text_classification::{
     Label, TextExample, TextFeature, read_labeled_tsv, text_features,
@@ -192,15 +193,17 @@ impl SentenceClassification {
         split: Split,
         batch_size: usize,
         pad_id: u32,
+        dp: &dyn ProcessGroup,
     ) -> TrainResult<Evaluation> {
         let s = self.splits.require(split)?;
         let mut classes = Vec::with_capacity(s.features.len());
-        let loss = forward_all(
+        let forwarded = forward_all(
             model,
             &s.features,
             batch_size,
             pad_id,
             s.labeled,
+            dp,
             |_, out| {
                 let HeadOutput::SequenceLogits(logits) = out else {
                     return Err(TrainError::InvalidInput(
@@ -213,7 +216,7 @@ impl SentenceClassification {
         )?;
         Ok(self
             .score(split, Predictions::Classes(classes))?
-            .with_loss(loss))
+            .with_forward(forwarded))
     }
 
     /// Scores class predictions against the split's labels.
@@ -272,6 +275,7 @@ impl SentenceClassification {
             metrics,
             report,
             predictions,
+            batches_run: 0,
         })
     }
 

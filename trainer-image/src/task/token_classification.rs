@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crds::{Split, TokenClassificationTask};
 
+use crate::comm::ProcessGroup;
 use crate::data::predictions::write_token_predictions;
 use crate::data::token_classification::{
     LabelIds, TokenClassificationFeaturizer, TokenExample, TokenFeature, read_token_classification,
@@ -122,15 +123,17 @@ impl TokenClassification {
         split: Split,
         batch_size: usize,
         pad_id: u32,
+        dp: &dyn ProcessGroup,
     ) -> TrainResult<Evaluation> {
         let s = self.splits.require(split)?;
         let mut token_preds: Vec<Vec<usize>> = Vec::with_capacity(s.features.len());
-        let loss = forward_all(
+        let forwarded = forward_all(
             model,
             &s.features,
             batch_size,
             pad_id,
             s.gold.is_some(),
+            dp,
             |range, out| {
                 let HeadOutput::TokenLogits(logits) = out else {
                     return Err(TrainError::InvalidInput(
@@ -150,7 +153,7 @@ impl TokenClassification {
             word_predictions(&s.features, &token_preds, s.examples.len()).map_err(data_error)?;
         Ok(self
             .score(split, Predictions::WordLabels(words))?
-            .with_loss(loss))
+            .with_forward(forwarded))
     }
 
     /// Scores word predictions against the split's gold labels: accuracy and
@@ -205,6 +208,7 @@ impl TokenClassification {
             metrics,
             report,
             predictions,
+            batches_run: 0,
         })
     }
 
