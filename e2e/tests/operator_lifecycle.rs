@@ -647,8 +647,18 @@ async fn two_replicas_elect_one_leader() -> Result<()> {
         Ok(a.is_leader() || b.is_leader())
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Never both, not even for a moment (a lost race must not leave two leaders until the next
+    // renewal), over more than one renewal period.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        assert!(
+            !(a.is_leader() && b.is_leader()),
+            "two replicas lead at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(a.is_leader() ^ b.is_leader(), "exactly one leads");
+    assert!(!a.finished() && !b.finished(), "both replicas keep running");
     let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
     world
         .create("first", spec(&world.kubelet.node, json!({})))
@@ -671,6 +681,47 @@ async fn two_replicas_elect_one_leader() -> Result<()> {
     world.wait_reconciled("second", T).await?;
     assert!(standby.reconciliations() >= 1);
     standby.stop().await?;
+    world.cleanup().await;
+    Ok(())
+}
+
+/// Replicas that race for a free Lease never both lead: the loser's server-side apply of
+/// `holderIdentity` conflicts (each replica has its own field manager) instead of silently
+/// overwriting the winner's. Many rounds, since the race only shows when both see the Lease free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_replicas_never_both_lead() -> Result<()> {
+    use megatron_operator::leader::{Election, LeaseConfig};
+    let world = World::new("race").await?;
+    for round in 0..12 {
+        let lease = |identity: &str| LeaseConfig {
+            name: format!("race-{round}"),
+            namespace: world.namespace.clone(),
+            identity: identity.into(),
+            duration: Duration::from_secs(4),
+            grace: Duration::from_secs(1),
+        };
+        let (config_a, config_b) = (lease("replica-a"), lease("replica-b"));
+        let (a, b) = tokio::join!(
+            Election::start(world.client.clone(), &config_a),
+            Election::start(world.client.clone(), &config_b),
+        );
+        let (a, b) = (a?, b?);
+        wait("a leader", T, || async {
+            Ok(*a.is_leader.borrow() || *b.is_leader.borrow())
+        })
+        .await?;
+        // Past the acquisition and its conflict backoff, short of the first renewal (3 s).
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < until {
+            assert!(
+                !(*a.is_leader.borrow() && *b.is_leader.borrow()),
+                "round {round}: both replicas lead"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        a.resign().await;
+        b.resign().await;
+    }
     world.cleanup().await;
     Ok(())
 }

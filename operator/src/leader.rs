@@ -34,7 +34,11 @@ impl Election {
         let manager = LeaseManagerBuilder::new(client, &config.name)
             .with_namespace(&config.namespace)
             .with_identity(&config.identity)
-            .with_field_manager("megatron-operator-leader")
+            // One field manager per replica: the lock is a server-side apply of
+            // holderIdentity, and only distinct managers make a concurrent
+            // acquisition conflict (409) instead of silently overwriting, which
+            // let two replicas both believe they led until the next renewal.
+            .with_field_manager(field_manager(&config.identity))
             .with_duration(config.duration.as_secs().max(2))
             .with_grace(config.grace.as_secs().max(1))
             .build()
@@ -62,4 +66,12 @@ impl Election {
             Err(error) => tracing::warn!(%error, "leader election task failed"),
         }
     }
+}
+
+/// This replica's field manager for the Lease (Kubernetes allows 128 characters).
+fn field_manager(identity: &str) -> String {
+    format!("megatron-operator-leader-{identity}")
+        .chars()
+        .take(128)
+        .collect()
 }
