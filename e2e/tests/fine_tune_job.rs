@@ -461,6 +461,30 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
         nemo_size(&run, &status).await? > 1_000_000,
         "the resumed run wrote its .nemo"
     );
+    // Both attempts' logs of both ranks outlive their pods: attempt 0's (rank 1 was killed)
+    // as published with its checkpoint, attempt 1's when the run ended.
+    let logs: Vec<_> = run
+        .store
+        .list(Some(&Key::from(format!("{root}/logs"))))
+        .try_collect()
+        .await?;
+    let names: Vec<String> = logs.iter().map(|o| o.location.to_string()).collect();
+    for attempt in 0..2 {
+        for rank in 0..2 {
+            let key = format!("{root}/logs/attempt-{attempt}/rank-{rank:04}.log");
+            ensure!(names.contains(&key), "{key} missing in {names:?}");
+        }
+    }
+    let resumed_log = run
+        .store
+        .get(&Key::from(format!("{root}/logs/attempt-1/rank-0000.log")))
+        .await?
+        .bytes()
+        .await?;
+    ensure!(
+        String::from_utf8_lossy(&resumed_log).contains("resuming"),
+        "attempt 1's rank 0 log does not say it resumed"
+    );
     run.finish().await
 }
 

@@ -110,6 +110,20 @@ fn s3_inputs_and_outputs() {
             .any(|k| k.starts_with(&format!("{root}/tensorboard/events.out.tfevents"))),
         "{objects:#?}"
     );
+    // The rank's log, as it printed it, without the secret.
+    for rank in 0..1 {
+        let key = format!("{root}/logs/attempt-0/rank-{rank:04}.log");
+        assert!(objects.contains_key(&key), "{key} missing in {objects:#?}");
+        let log = String::from_utf8(rt.block_on(store.get_bytes(&key)).unwrap().to_vec()).unwrap();
+        assert!(log.contains("rank ready"), "{log}");
+        assert!(
+            !log.contains(&env["AWS_SECRET_ACCESS_KEY"]),
+            "the secret key is in {key}"
+        );
+        if rank == 0 {
+            assert!(log.contains("training finished"), "{log}");
+        }
+    }
     // The uploaded .nemo is the one the log reports (size and sha256).
     let local = dir.join("nemo");
     let digest = rt

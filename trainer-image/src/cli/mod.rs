@@ -93,7 +93,7 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(megatron_trainer::progress::run_log::writer);
     let _ = if json {
         builder.json().try_init()
     } else {

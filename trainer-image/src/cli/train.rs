@@ -18,8 +18,8 @@ use megatron_trainer::checkpoint::nemo::{
 };
 use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::job::{
-    JobConfig, JobError, JobResult, Outputs, RankIdentity, Role, RunHooks, launch, role,
-    termination,
+    JobConfig, JobError, JobResult, Outputs, Publish, RankIdentity, Role, RunHooks, RunLogFile,
+    launch, role, termination,
 };
 use megatron_trainer::model::gather_state_dict;
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
@@ -81,13 +81,35 @@ fn run_rank(args: &TrainArgs, config: JobConfig, identity: RankIdentity) -> JobR
         log_interval_steps: config.spec.training.log_interval_steps,
         ..ReporterConfig::default()
     })?;
-    let result = run_job(args, config, identity, &outputs, &mut reporter);
-    if let Err(e) = &result
-        && e.is_invalid_input()
+    let attempt = job_ref.as_ref().map_or(0, |j| j.attempt);
+    let run_log = RunLogFile::open(&outputs, attempt, identity.rank);
+    let result = run_job(
+        args,
+        config,
+        identity,
+        &outputs,
+        &mut reporter,
+        run_log.as_ref(),
+    );
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the run failed");
+        if e.is_invalid_input() {
+            // A permanent failure: the result tells the operator not to retry.
+            if let Err(report) = reporter.finish(Outcome::Failed, e.reason(), &e.to_string(), None)
+            {
+                tracing::error!("reporting the failure: {report}");
+            }
+        }
+    }
+    if let Some(log) = &run_log
+        && outputs.is_remote()
     {
-        // A permanent failure: the result tells the operator not to retry.
-        if let Err(report) = reporter.finish(Outcome::Failed, e.reason(), &e.to_string(), None) {
-            tracing::error!("reporting the failure: {report}");
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => log.publish(&outputs, &runtime),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the run's log"),
         }
     }
     let code = result?;
@@ -124,6 +146,7 @@ fn run_job(
     identity: RankIdentity,
     outputs: &Outputs,
     reporter: &mut Reporter,
+    run_log: Option<&RunLogFile>,
 ) -> JobResult<i32> {
     let rank = identity.rank;
     let session = prepare::connect(config, identity, args.job.cache_dir())?;
@@ -196,11 +219,15 @@ fn run_job(
         trainer.restore(state)?;
     }
     let outcome = {
-        let publish = session.identity.is_rank0() && outputs.is_remote();
         let mut hooks = RunHooks {
             reporter,
             checkpointer: Some(&mut checkpointer),
-            tensorboard: publish.then(|| (outputs, session.inputs.runtime())),
+            publish: outputs.is_remote().then(|| Publish {
+                outputs,
+                runtime: session.inputs.runtime(),
+                tensorboard: session.identity.is_rank0(),
+                log: run_log,
+            }),
         };
         trainer.fit(&task, &mut hooks)?
     };

@@ -1,11 +1,11 @@
 //! [`RunHooks`]: the training loop's observers for a job, forwarding steps
 //! and validations to the progress [`Reporter`] and checkpoint requests to
 //! the [`Checkpointer`] (whose saved checkpoints are reported in turn, and
-//! with which the TensorBoard files are published).
+//! with which the TensorBoard files and the run's log are published).
 
 use std::collections::BTreeMap;
 
-use super::Outputs;
+use super::{Outputs, RunLogFile};
 use crate::checkpoint::training::Checkpointer;
 use crate::progress::Reporter;
 use crate::train::{CheckpointRequest, StepStats, TrainHooks, TrainResult};
@@ -16,9 +16,21 @@ pub struct RunHooks<'a> {
     pub reporter: &'a mut Reporter,
     /// Training checkpoints (None: never saved).
     pub checkpointer: Option<&'a mut Checkpointer>,
-    /// Where to publish `tensorboard/` after each saved checkpoint (global
-    /// rank 0 with S3 outputs), so the run can be plotted while it trains.
-    pub tensorboard: Option<(&'a Outputs, &'a tokio::runtime::Runtime)>,
+    /// What to publish after each saved checkpoint (S3 outputs).
+    pub publish: Option<Publish<'a>>,
+}
+
+/// Outputs published with each checkpoint, so the run can be plotted and
+/// its log read while it trains.
+pub struct Publish<'a> {
+    /// The job's outputs.
+    pub outputs: &'a Outputs,
+    /// The runtime uploads run on.
+    pub runtime: &'a tokio::runtime::Runtime,
+    /// Publish `tensorboard/` (global rank 0).
+    pub tensorboard: bool,
+    /// This rank's log.
+    pub log: Option<&'a RunLogFile>,
 }
 
 impl TrainHooks for RunHooks<'_> {
@@ -44,11 +56,16 @@ impl TrainHooks for RunHooks<'_> {
         if let Some(saved) = checkpointer.save(request)? {
             // Published before the checkpoint is reported: once status names
             // it, the curves up to it are in the store too.
-            if let Some((outputs, runtime)) = self.tensorboard {
-                self.reporter.flush();
-                // The run goes on without it; the next checkpoint or the end retries.
-                if let Err(e) = outputs.publish_dir(runtime, "tensorboard") {
-                    tracing::warn!(error = %e, "publishing the TensorBoard files failed");
+            if let Some(p) = &self.publish {
+                // The run goes on without them; the next checkpoint or the end retries.
+                if p.tensorboard {
+                    self.reporter.flush();
+                    if let Err(e) = p.outputs.publish_dir(p.runtime, "tensorboard") {
+                        tracing::warn!(error = %e, "publishing the TensorBoard files failed");
+                    }
+                }
+                if let Some(log) = p.log {
+                    log.publish(p.outputs, p.runtime);
                 }
             }
             self.reporter.checkpoint_saved(saved.latest, saved.best);

@@ -137,6 +137,20 @@ impl Outputs {
         }
     }
 
+    /// Uploads the local file `file` as `<root>/<key>` (S3 outputs only;
+    /// locally the file already is where it belongs).
+    pub fn publish_file(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        file: &Path,
+        key: &str,
+    ) -> JobResult<()> {
+        if let Some(r) = &self.remote {
+            runtime.block_on(r.store.upload_file(file, key, &TransferOptions::default()))?;
+        }
+        Ok(())
+    }
+
     /// Uploads every file under the local `sub` directory to `<root>/<sub>/`
     /// (nothing to do locally).
     pub fn publish_dir(&self, runtime: &tokio::runtime::Runtime, sub: &str) -> JobResult<usize> {

@@ -12,6 +12,7 @@ mod http;
 mod logging;
 pub mod metrics;
 mod reporter;
+pub mod run_log;
 pub mod status;
 pub mod tensorboard;
 pub mod trainer_status;
