@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::comm::ProcessGroup;
 use crate::data::{Batch, BatchItem, PaddedBatch, Padding};
+use crate::metrics::{ClassScores, ClassificationReport};
 use crate::model::{
     BertTaskModel, HeadOutput, question_answering_loss, sequence_classification_loss,
     token_classification_loss,
@@ -64,6 +65,33 @@ pub(crate) struct Forwarded {
 }
 
 impl Evaluation {
+    /// A classification task's evaluation: with a `scored` report and the
+    /// average it reports (macro or micro), `{prefix}_accuracy`,
+    /// `_precision`, `_recall` and `_f1` (x100) and the text report; without
+    /// one (an unlabeled split) only the predictions.
+    pub(crate) fn classification(
+        split: Split,
+        predictions: Predictions,
+        scored: Option<(ClassificationReport, ClassScores)>,
+    ) -> Self {
+        let mut metrics = BTreeMap::new();
+        let report = scored.map(|(r, avg)| {
+            let p = metric_prefix(split);
+            metrics.insert(format!("{p}_accuracy"), pct(r.accuracy));
+            metrics.insert(format!("{p}_precision"), pct(avg.precision));
+            metrics.insert(format!("{p}_recall"), pct(avg.recall));
+            metrics.insert(format!("{p}_f1"), pct(avg.f1));
+            r.to_text(4)
+        });
+        Self {
+            split,
+            metrics,
+            report,
+            predictions,
+            batches_run: 0,
+        }
+    }
+
     /// Adds the split's mean loss (`val_loss` / `test_loss`) when computed,
     /// and how many batches this rank ran.
     pub(crate) fn with_forward(mut self, forwarded: Forwarded) -> Self {

@@ -16,7 +16,6 @@
 //! accuracy and the micro average over every class except
 //! `negativeClass` (ChemProt's evaluation), or over all classes without one.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crds::Split;
@@ -32,8 +31,8 @@ use crate::tokenizer::BertTokenizer;
 use crate::train::{TrainError, TrainResult};
 
 use super::errors::{at_line, data_error, in_file, spec_field};
-use super::evaluation::{Evaluation, Predictions, argmax_last, forward_all, ids, pct};
-use super::files::{SplitFiles, Splits, metric_prefix};
+use super::evaluation::{Evaluation, Predictions, argmax_last, forward_all, ids};
+use super::files::{SplitFiles, Splits};
 
 /// How the classes are scored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,48 +234,35 @@ impl SentenceClassification {
                 s.examples.len()
             )));
         }
-        let mut metrics = BTreeMap::new();
-        let mut report = None;
-        if s.labeled {
-            let gold: Vec<usize> = s.examples.iter().filter_map(|e| e.label).collect();
-            let name = |id: usize| {
-                self.classes
-                    .names
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| id.to_string())
-            };
-            let (r, avg) = match self.classes.scoring {
-                Scoring::Macro => {
-                    let r = ClassificationReport::compute(&gold, pred, None, name)
-                        .map_err(TrainError::Other)?;
-                    let avg = r.macro_avg;
-                    (r, avg)
-                }
-                Scoring::MicroWithoutNegative(negative) => {
-                    let kept: Vec<usize> = (0..self.classes.names.len())
-                        .filter(|&c| Some(c) != negative)
-                        .collect();
-                    let r = ClassificationReport::compute(&gold, pred, Some(&kept), name)
-                        .map_err(TrainError::Other)?;
-                    let avg = r.micro;
-                    (r, avg)
-                }
-            };
-            let p = metric_prefix(split);
-            metrics.insert(format!("{p}_accuracy"), pct(r.accuracy));
-            metrics.insert(format!("{p}_precision"), pct(avg.precision));
-            metrics.insert(format!("{p}_recall"), pct(avg.recall));
-            metrics.insert(format!("{p}_f1"), pct(avg.f1));
-            report = Some(r.to_text(4));
+        if !s.labeled {
+            return Ok(Evaluation::classification(split, predictions, None));
         }
-        Ok(Evaluation {
-            split,
-            metrics,
-            report,
-            predictions,
-            batches_run: 0,
-        })
+        let gold: Vec<usize> = s.examples.iter().filter_map(|e| e.label).collect();
+        let name = |id: usize| {
+            self.classes
+                .names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| id.to_string())
+        };
+        let scored = match self.classes.scoring {
+            Scoring::Macro => {
+                let r = ClassificationReport::compute(&gold, pred, None, name)
+                    .map_err(TrainError::Other)?;
+                let avg = r.macro_avg;
+                (r, avg)
+            }
+            Scoring::MicroWithoutNegative(negative) => {
+                let kept: Vec<usize> = (0..self.classes.names.len())
+                    .filter(|&c| Some(c) != negative)
+                    .collect();
+                let r = ClassificationReport::compute(&gold, pred, Some(&kept), name)
+                    .map_err(TrainError::Other)?;
+                let avg = r.micro;
+                (r, avg)
+            }
+        };
+        Ok(Evaluation::classification(split, predictions, Some(scored)))
     }
 
     /// Writes one label per line: the class name, or the class id when the

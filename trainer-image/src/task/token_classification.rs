@@ -9,7 +9,6 @@
 //! a word's first sub-token), over every label seen in the gold labels or the
 //! predictions, like scikit-learn's `classification_report`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crds::{Split, TokenClassificationTask};
@@ -26,8 +25,8 @@ use crate::tokenizer::BertTokenizer;
 use crate::train::{TrainError, TrainResult};
 
 use super::errors::{at_line, data_error, in_file, spec_field};
-use super::evaluation::{Evaluation, Predictions, argmax_last, forward_all, ids, pct};
-use super::files::{SplitFiles, Splits, metric_prefix, split_name};
+use super::evaluation::{Evaluation, Predictions, argmax_last, forward_all, ids};
+use super::files::{SplitFiles, Splits, split_name};
 
 /// One split: sentences, their gold label ids and their windows.
 #[derive(Debug)]
@@ -173,43 +172,35 @@ impl TokenClassification {
                 s.examples.len()
             )));
         }
-        let mut metrics = BTreeMap::new();
-        let mut report = None;
-        if let Some(gold) = &s.gold {
-            let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
-            for (i, (g, p)) in gold.iter().zip(words).enumerate() {
-                if g.len() != p.len() {
-                    return Err(TrainError::InvalidInput(format!(
-                        "{}:{}: {} words but {} predicted labels",
-                        s.text_file.display(),
-                        i + 1,
-                        g.len(),
-                        p.len()
-                    )));
-                }
-                y_true.extend_from_slice(g);
-                y_pred.extend_from_slice(p);
+        let Some(gold) = &s.gold else {
+            return Ok(Evaluation::classification(split, predictions, None));
+        };
+        let (mut y_true, mut y_pred) = (Vec::new(), Vec::new());
+        for (i, (g, p)) in gold.iter().zip(words).enumerate() {
+            if g.len() != p.len() {
+                return Err(TrainError::InvalidInput(format!(
+                    "{}:{}: {} words but {} predicted labels",
+                    s.text_file.display(),
+                    i + 1,
+                    g.len(),
+                    p.len()
+                )));
             }
-            let r = ClassificationReport::compute(&y_true, &y_pred, None, |id| {
-                self.labels
-                    .name(id)
-                    .map_or_else(|| id.to_string(), str::to_string)
-            })
-            .map_err(TrainError::Other)?;
-            let p = metric_prefix(split);
-            metrics.insert(format!("{p}_accuracy"), pct(r.accuracy));
-            metrics.insert(format!("{p}_precision"), pct(r.macro_avg.precision));
-            metrics.insert(format!("{p}_recall"), pct(r.macro_avg.recall));
-            metrics.insert(format!("{p}_f1"), pct(r.macro_avg.f1));
-            report = Some(r.to_text(4));
+            y_true.extend_from_slice(g);
+            y_pred.extend_from_slice(p);
         }
-        Ok(Evaluation {
-            split,
-            metrics,
-            report,
-            predictions,
-            batches_run: 0,
+        let r = ClassificationReport::compute(&y_true, &y_pred, None, |id| {
+            self.labels
+                .name(id)
+                .map_or_else(|| id.to_string(), str::to_string)
         })
+        .map_err(TrainError::Other)?;
+        let avg = r.macro_avg;
+        Ok(Evaluation::classification(
+            split,
+            predictions,
+            Some((r, avg)),
+        ))
     }
 
     /// Writes one line per sentence with one label per word (NeMo's labels file format).
