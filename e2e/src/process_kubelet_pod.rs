@@ -271,8 +271,13 @@ fn resolve_program(
             return Ok(candidate);
         }
     }
+    Err(not_found(command, bin_dirs))
+}
+
+/// `command` (as the pod spec writes it) was found nowhere.
+fn not_found(command: &str, bin_dirs: &[PathBuf]) -> anyhow::Error {
     let dirs: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
-    bail!(
+    anyhow::anyhow!(
         "executable {command:?} is in none of the bin dirs [{}] nor on PATH: build it \
          (e.g. `cargo build -p megatron-trainer`) or pass its directory with --bin-dir",
         dirs.join(", ")
@@ -382,8 +387,12 @@ async fn prepare_container(
         )?;
         base.set("KUBECONFIG", kubeconfig.display().to_string(), false);
     } else {
+        // An empty config, so a client in the pod cannot fall back to the host's ~/.kube/config.
+        let kubeconfig = cdir.join("kubeconfig");
+        std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n")?;
+        base.set("KUBECONFIG", kubeconfig.display().to_string(), false);
         eprintln!(
-            "process-kubelet: {who}: no service-account token mounted, so no KUBECONFIG (no API access)"
+            "process-kubelet: {who}: no service-account token mounted, so an empty KUBECONFIG (no API access)"
         );
     }
     let mut env = env::resolve(sources, pod, c, base).await?;
@@ -419,7 +428,14 @@ async fn prepare_container(
     }
     let command = argv.remove(0);
     let path = env.get("PATH").unwrap_or("/usr/bin:/bin").to_owned();
-    let program = resolve_program(&command, &mounts, &config.bin_dirs, &path)?;
+    // Errors name the command as written: its expansion may hold a secret's value.
+    let written = c
+        .command
+        .as_ref()
+        .and_then(|cmd| cmd.first())
+        .map_or("", String::as_str);
+    let program = resolve_program(&command, &mounts, &config.bin_dirs, &path)
+        .map_err(|_| not_found(written, &config.bin_dirs))?;
     note_ignored(pod, c, &program);
     let cwd = match c.working_dir.as_deref() {
         Some(wd) => match mounts.rewrite(wd) {

@@ -4,58 +4,18 @@
 //! it (aborting the abandoned multipart upload), and saving works again once
 //! the server is back. Its own test binary: nothing else runs during the outage.
 
+mod resume_s3_util;
 mod resume_util;
 mod storage_util;
 
 use std::process::Command;
 use std::time::Duration;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
-use megatron_trainer::model::BertTaskModel;
 use megatron_trainer::parallel::TpGroup;
-use megatron_trainer::storage::{RetryPolicy, Store, TransferOptions};
-use megatron_trainer::train::{CheckpointRequest, SaveReason, TrainState};
+use megatron_trainer::train::{CheckpointRequest, SaveReason};
+use resume_s3_util::{checkpointer, s3_store, save};
 use resume_util::*;
-use serde_json::json;
 use tch::{Kind, Tensor};
-
-fn s3_store(rt: &tokio::runtime::Runtime, test: &str) -> Store {
-    let mut cfg = storage_util::s3_config(&storage_util::unique_prefix(test), &[]);
-    cfg.retry = RetryPolicy {
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(5),
-        init_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-    };
-    let store = Store::s3(cfg).unwrap();
-    rt.block_on(store.create_bucket()).unwrap();
-    store
-}
-
-fn checkpointer(store: &Store, work: std::path::PathBuf, keep_last: i32) -> Checkpointer {
-    let mut cfg = CheckpointerConfig::single_process(
-        "megatron_bert",
-        work,
-        spec(json!({"keepLast": keep_last})),
-    )
-    .with_remote(store.clone());
-    cfg.transfer = TransferOptions {
-        part_size: 5 * 1024 * 1024,
-        concurrency: 1,
-        ..TransferOptions::default()
-    };
-    Checkpointer::new(cfg).unwrap()
-}
-
-fn save(ckpt: &mut Checkpointer, model: &BertTaskModel, state: &TrainState) {
-    ckpt.save(CheckpointRequest {
-        reason: SaveReason::Interval,
-        model,
-        state,
-    })
-    .unwrap_or_else(|e| panic!("save at step {}: {e}", state.step))
-    .expect("a new step commits");
-}
 
 fn restart_s3(arg: &str) {
     let script = storage_util::e2e_dir().join("cluster/restart-s3");

@@ -218,7 +218,11 @@ impl Trainer {
         RngStates {
             cpu: Some(random::cpu_rng_state()),
             cuda: match self.device {
-                Device::Cuda(_) => random::cuda_rng_state(self.device).ok(),
+                Device::Cuda(_) => random::cuda_rng_state(self.device)
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "the checkpoint lacks the CUDA generator state")
+                    })
+                    .ok(),
                 _ => None,
             },
             model_parallel: Some(self.model.encoder.model_parallel_rng().state()),

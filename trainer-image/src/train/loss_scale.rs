@@ -40,6 +40,13 @@ impl LossScaler {
                 spec.growth_interval
             )));
         }
+        if !(spec.min_scale > 0.0 && spec.min_scale <= spec.initial_scale) {
+            return Err(TrainError::InvalidInput(format!(
+                "spec.training.lossScaling.minScale must be above 0 and at most initialScale \
+                 ({}), got {}",
+                spec.initial_scale, spec.min_scale
+            )));
+        }
         Ok(Self {
             scale: spec.initial_scale,
             growth_tracker: 0,
@@ -120,6 +127,22 @@ mod tests {
         assert!(s.update(false));
         assert_eq!(s.scale(), 4.0);
         assert_eq!(s.state().growth_tracker, 0);
+    }
+
+    #[test]
+    fn min_scale_must_be_positive_and_at_most_the_initial_scale() {
+        for min_scale in [0.0, -1.0, 16.0] {
+            let e = LossScaler::new(&crds::LossScaling {
+                initial_scale: 8.0,
+                min_scale,
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(
+                e.is_invalid_input() && e.to_string().contains("minScale"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

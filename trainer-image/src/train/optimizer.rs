@@ -204,11 +204,21 @@ impl AdamW {
         check_names("exp_avg", &exp_avg, &self.slots)?;
         check_names("exp_avg_sq", &exp_avg_sq, &self.slots)?;
         for s in &self.slots {
-            if !steps.contains_key(&s.name) {
-                return Err(invalid(format!(
-                    "optimizer state has no step count for parameter `{}`",
-                    s.name
-                )));
+            match steps.get(&s.name) {
+                None => {
+                    return Err(invalid(format!(
+                        "optimizer state has no step count for parameter `{}`",
+                        s.name
+                    )));
+                }
+                Some(&n) if n < 0 => {
+                    return Err(invalid(format!(
+                        "optimizer state has step count {n} for parameter `{}`; it cannot be \
+                         negative (a corrupt checkpoint?)",
+                        s.name
+                    )));
+                }
+                Some(_) => {}
             }
             for (what, t) in [
                 ("exp_avg", &exp_avg[&s.name]),
@@ -300,5 +310,9 @@ mod tests {
         );
         let e = opt.load_state(st).unwrap_err();
         assert!(e.to_string().contains("`other`"), "{e}");
+        let mut st = opt.state();
+        st.steps.insert("w".into(), -3);
+        let e = opt.load_state(st).unwrap_err();
+        assert!(e.is_invalid_input() && e.to_string().contains("-3"), "{e}");
     }
 }

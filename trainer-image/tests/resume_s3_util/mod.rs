@@ -1,0 +1,55 @@
+//! Shared setup of the S3 resume tests (resume_s3.rs, resume_s3_outage.rs):
+//! a store on the e2e S3 server with quick retries, a checkpointer writing to
+//! it in small parts, and a save that must commit.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
+use megatron_trainer::model::BertTaskModel;
+use megatron_trainer::storage::{RetryPolicy, Store, TransferOptions};
+use megatron_trainer::train::{CheckpointRequest, SaveReason, TrainState};
+use serde_json::json;
+
+use crate::resume_util::spec;
+
+/// A store under a fresh prefix for `test`, the bucket created.
+pub fn s3_store(rt: &tokio::runtime::Runtime, test: &str) -> Store {
+    let mut cfg = crate::storage_util::s3_config(&crate::storage_util::unique_prefix(test), &[]);
+    cfg.retry = RetryPolicy {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(5),
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    };
+    let store = Store::s3(cfg).unwrap();
+    rt.block_on(store.create_bucket()).unwrap();
+    store
+}
+
+/// A checkpointer of `work` publishing to `store` in 5 MiB parts, one at a time.
+pub fn checkpointer(store: &Store, work: std::path::PathBuf, keep_last: i32) -> Checkpointer {
+    let mut cfg = CheckpointerConfig::single_process(
+        "megatron_bert",
+        work,
+        spec(json!({"keepLast": keep_last})),
+    )
+    .with_remote(store.clone());
+    cfg.transfer = TransferOptions {
+        part_size: 5 * 1024 * 1024,
+        concurrency: 1,
+        ..TransferOptions::default()
+    };
+    Checkpointer::new(cfg).unwrap()
+}
+
+/// Saves `state` as an interval checkpoint, which must commit.
+pub fn save(ckpt: &mut Checkpointer, model: &BertTaskModel, state: &TrainState) {
+    ckpt.save(CheckpointRequest {
+        reason: SaveReason::Interval,
+        model,
+        state,
+    })
+    .unwrap_or_else(|e| panic!("save at step {}: {e}", state.step))
+    .expect("a new step commits");
+}
