@@ -187,3 +187,48 @@ fn keep_last_and_top_k_on_s3() {
     );
     rt.block_on(storage_util::delete_all(&store));
 }
+
+/// keepLast 0 keeps only the best sets: a save outside the top-k is deleted
+/// as soon as it commits, and the reported latest checkpoint is then the
+/// newest best set (which exists and is what a resume uses), never the
+/// deleted one.
+#[test]
+fn keep_last_zero_reports_a_kept_set_as_latest() {
+    let dir = test_dir("retention-keep0");
+    let model = tiny_model(&TpGroup::single(), 3);
+    let mut ckpt = Checkpointer::new(CheckpointerConfig::single_process(
+        "megatron_bert",
+        &dir,
+        spec(json!({"keepLast": 0, "best": {"monitor": "val_loss", "topK": 1}})),
+    ))
+    .unwrap();
+    let mut save_with = |step: i64, loss: f64| {
+        let state = filled_state(&model, step, step);
+        ckpt.save(CheckpointRequest {
+            reason: SaveReason::Validation(val_loss(loss)),
+            model: &model,
+            state: &state,
+        })
+        .unwrap()
+        .expect("a new step commits")
+    };
+    let first = save_with(2, 0.5);
+    assert_eq!(first.latest.step, 2);
+    let second = save_with(4, 0.9);
+    assert!(
+        second
+            .removed
+            .sets
+            .contains(&"step-000000000004".to_string())
+    );
+    assert_eq!(
+        second.latest.step, 2,
+        "the deleted step-4 set is not reported"
+    );
+    assert!(
+        second.latest.uri.as_str().ends_with("step-000000000002"),
+        "{:?}",
+        second.latest.uri
+    );
+    assert!(dir.join("step-000000000002/manifest.json").exists());
+}

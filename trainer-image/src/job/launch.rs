@@ -48,8 +48,8 @@ async fn supervise(
     let grace = std::env::var("MEGATRON_KILL_GRACE_SECS")
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(10), Duration::from_secs_f64);
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or(Duration::from_secs(10));
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| JobError::io("installing the SIGTERM handler", e))?;
     let mut int = signal(SignalKind::interrupt())

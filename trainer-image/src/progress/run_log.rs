@@ -57,13 +57,16 @@ impl Write for TeeWriter {
     }
 }
 
-/// Starts writing the log to `path` (created or truncated), beginning with
-/// the lines logged so far.
+/// Starts appending the log to `path`, beginning with the lines logged so far.
 pub fn open(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = std::fs::File::create(path)?;
+    // Appends: a restarted container of the same attempt keeps the log of the one before.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut sink = SINK.lock().unwrap_or_else(|p| p.into_inner());
     if let Sink::Early(early, dropped) = &*sink {
         if *dropped {

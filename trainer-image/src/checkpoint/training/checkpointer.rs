@@ -74,7 +74,8 @@ impl SetMetadata {
 /// What a successful save reports (for status: `latestCheckpoint`, `bestCheckpoint`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavedCheckpoint {
-    /// The set just committed.
+    /// The set just committed (or, when retention deleted it at once under
+    /// keepLast 0, the newest best set).
     pub latest: crds::CheckpointStatus,
     /// The best set by the monitored metric (when `spec.checkpointing.best` is set
     /// and a validation happened).
@@ -333,14 +334,32 @@ impl Checkpointer {
                 Some(b.value),
             )
         });
-        Ok(Some(SavedCheckpoint {
-            latest: self.status(
+        // With keepLast 0 a set outside the top-k is deleted at once: the
+        // latest checkpoint is then the newest best one (what a resume uses).
+        let kept_best = removed
+            .sets
+            .contains(&set)
+            .then_some(self.top_k.as_ref())
+            .flatten()
+            .and_then(|t| t.entries().iter().max_by_key(|e| e.step));
+        let latest = match kept_best {
+            Some(e) => self.status(
+                e.step,
+                &e.set,
+                None,
+                metadata.monitor.clone(),
+                Some(e.value),
+            ),
+            None => self.status(
                 step,
                 &set,
                 Some(created),
                 metadata.monitor.clone(),
                 metadata.metric,
             ),
+        };
+        Ok(Some(SavedCheckpoint {
+            latest,
             best,
             removed,
         }))
