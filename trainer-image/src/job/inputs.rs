@@ -60,7 +60,7 @@ impl Inputs {
             Location::Path(p) => existing(field, Path::new(p), false),
             Location::S3 { bucket, key } => {
                 let store = s3_store(&self.storage, bucket, "")?;
-                let dest = self.cache_dir.join(bucket).join(key);
+                let dest = cache_path(&self.cache_dir, field, bucket, key)?;
                 self.fetch(&store, key, &format!("s3://{bucket}/{key}"), &dest)?;
                 Ok(dest)
             }
@@ -89,7 +89,7 @@ impl Inputs {
             Location::S3 { bucket, key } => {
                 let key = key.trim_end_matches('/');
                 let store = s3_store(&self.storage, bucket, key)?;
-                let dest = self.cache_dir.join(bucket).join(key);
+                let dest = cache_path(&self.cache_dir, field, bucket, key)?;
                 let objects = self.runtime.block_on(store.list(""))?;
                 if objects.is_empty() {
                     return Err(JobError::invalid(format!(
@@ -230,6 +230,22 @@ fn parse<'a>(field: &str, uri: &'a Uri) -> JobResult<Location<'a>> {
         .map_err(|e| JobError::invalid(format!("{field}: {e}")))
 }
 
+/// Where the object `key` of `bucket` is cached: always under `cache_dir`
+/// (a key's leading `/` is dropped, as the store drops it; `..` is refused).
+fn cache_path(cache_dir: &Path, field: &str, bucket: &str, key: &str) -> JobResult<PathBuf> {
+    let key = key.trim_start_matches('/');
+    if bucket.is_empty()
+        || bucket.contains('/')
+        || bucket == ".."
+        || key.split('/').any(|c| c == "..")
+    {
+        return Err(JobError::invalid(format!(
+            "{field}: s3://{bucket}/{key} has a `..` path component; name the object directly"
+        )));
+    }
+    Ok(cache_dir.join(bucket).join(key))
+}
+
 fn existing(field: &str, path: &Path, dir: bool) -> JobResult<PathBuf> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() == dir => Ok(path.to_path_buf()),
@@ -250,4 +266,23 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_paths_stay_under_the_cache() {
+        let c = Path::new("/cache");
+        assert_eq!(
+            cache_path(c, "f", "b", "//etc/x").unwrap(),
+            Path::new("/cache/b/etc/x")
+        );
+        let e = cache_path(c, "spec.data.train", "b", "a/../../etc/x").unwrap_err();
+        assert!(
+            e.is_invalid_input() && e.to_string().contains("spec.data.train"),
+            "{e}"
+        );
+    }
 }
