@@ -17,7 +17,7 @@ pub enum StorageError {
     #[error("S3 configuration: {0}")]
     Config(String),
     /// A request to the object store failed (after retries).
-    #[error("{op} {target}: {hint}: {source}")]
+    #[error("{op} {target}: {hint}: {detail}")]
     Remote {
         /// What we were doing, e.g. "uploading /tmp/x to".
         op: String,
@@ -25,8 +25,11 @@ pub enum StorageError {
         target: String,
         /// The likely cause and the fix, in words.
         hint: String,
-        #[source]
-        source: Box<object_store::Error>,
+        /// The store's error with signing material redacted ([`redact`]).
+        detail: String,
+        /// The store's error (not displayed: its text may echo signed
+        /// headers); kept to classify it.
+        cause: Box<object_store::Error>,
     },
     /// A request outside object_store (bucket creation, multipart listing) failed.
     #[error("{op} {target}: {detail}")]
@@ -87,7 +90,8 @@ impl StorageError {
             op: op.into(),
             target: target.into(),
             hint,
-            source: Box::new(source),
+            detail: redact(&source.to_string()),
+            cause: Box::new(source),
         }
     }
 
@@ -102,9 +106,67 @@ impl StorageError {
 
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StorageError::Remote { source, .. }
-            if matches!(**source, object_store::Error::NotFound { .. }))
+        matches!(self, StorageError::Remote { cause, .. }
+            if matches!(**cause, object_store::Error::NotFound { .. }))
     }
+}
+
+/// Parts of S3 error bodies and URLs that can echo signing material: AWS
+/// answers SignatureDoesNotMatch with the canonical request, which holds
+/// every signed header (a session token among them).
+const SIGNING_ELEMENTS: [&str; 4] = [
+    "CanonicalRequest",
+    "CanonicalRequestBytes",
+    "StringToSign",
+    "StringToSignBytes",
+];
+const SIGNING_PARAMS: [&str; 4] = [
+    "x-amz-security-token",
+    "x-amz-signature",
+    "x-amz-credential",
+    "signature",
+];
+
+/// `text` with the contents of signing-related XML elements and the values
+/// of signing query parameters or headers replaced by `(redacted)`.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_owned();
+    for tag in SIGNING_ELEMENTS {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut from = 0;
+        while let Some(start) = out[from..].find(&open).map(|i| from + i + open.len()) {
+            let Some(end) = out[start..].find(&close).map(|i| start + i) else {
+                out.replace_range(start.., "(redacted)");
+                break;
+            };
+            out.replace_range(start..end, "(redacted)");
+            from = start + "(redacted)".len() + close.len();
+        }
+    }
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    'scan: while !rest.is_empty() {
+        let lower = rest.to_ascii_lowercase();
+        let next = SIGNING_PARAMS
+            .iter()
+            .flat_map(|p| [format!("{p}="), format!("{p}:")])
+            .filter_map(|m| lower.find(&m).map(|i| (i, m.len())))
+            .min();
+        let Some((at, len)) = next else {
+            result.push_str(rest);
+            break 'scan;
+        };
+        result.push_str(&rest[..at + len]);
+        let value = &rest[at + len..];
+        let end = value
+            .find(['&', '<', '"', '\n', ','])
+            .unwrap_or(value.len());
+        if end > 0 {
+            result.push_str("(redacted)");
+        }
+        rest = &value[end..];
+    }
+    result
 }
 
 fn hint_for(err: &object_store::Error, bucket: Option<&str>, endpoint: &str) -> String {
@@ -144,4 +206,29 @@ fn credentials_hint(bucket_text: &str, endpoint: &str) -> String {
         "access to {bucket_text} at endpoint {endpoint} was denied; check AWS_ACCESS_KEY_ID / \
          AWS_SECRET_ACCESS_KEY (the Secret the job references) and the identity's permissions"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn signing_material_is_redacted() {
+        let body = "403 Forbidden: <Error><Code>SignatureDoesNotMatch</Code>\
+            <StringToSign>AWS4-HMAC-SHA256\n20261128T000000Z\nabc</StringToSign>\
+            <CanonicalRequest>GET\n/b\n\nhost:x\nx-amz-security-token:SESSIONTOKEN\n</CanonicalRequest>\
+            </Error> at http://x/b?X-Amz-Credential=AKID%2F&X-Amz-Signature=SIG&X-Amz-Security-Token=TOK2";
+        let out = redact(body);
+        for secret in ["SESSIONTOKEN", "TOK2", "SIG", "AKID", "20261128T000000Z"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(
+            out.contains("SignatureDoesNotMatch") && out.contains("403 Forbidden"),
+            "{out}"
+        );
+        assert_eq!(
+            redact("NoSuchBucket: the bucket"),
+            "NoSuchBucket: the bucket"
+        );
+    }
 }

@@ -255,7 +255,7 @@ fn request_error(op: &str, target: &str, detail: String) -> StorageError {
     StorageError::Request {
         op: op.to_string(),
         target: target.to_string(),
-        detail,
+        detail: super::error::redact(&detail),
     }
 }
 
