@@ -441,22 +441,6 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
         "{:?}",
         status.restart_checkpoint_step
     );
-    // Attempt 1's rank 0 resumed from a checkpoint at or after the one seen before the kill.
-    let dir = run
-        .kubelet
-        .pod_dir(&run.ns.name, "resumable-0")
-        .context("attempt 1's pod 0")?;
-    let log = std::fs::read_to_string(dir.join("logs/trainer/0.log"))?;
-    let resumed = log
-        .lines()
-        .find(|l| l.contains("resuming"))
-        .with_context(|| format!("no 'resuming' line in {}", dir.display()))?;
-    let step: i64 = resumed
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("step="))
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no step in {resumed:?}"))?;
-    assert!(step >= checkpoint_step && step < 80, "{resumed}");
     assert!(
         nemo_size(&run, &status).await? > 1_000_000,
         "the resumed run wrote its .nemo"
@@ -475,16 +459,25 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
             ensure!(names.contains(&key), "{key} missing in {names:?}");
         }
     }
+    // Attempt 1's rank 0 resumed from a checkpoint at or after the one seen before the kill.
+    // Its published log is read: the pod itself is gone once the finished gang scales to zero.
     let resumed_log = run
         .store
         .get(&Key::from(format!("{root}/logs/attempt-1/rank-0000.log")))
         .await?
         .bytes()
         .await?;
-    ensure!(
-        String::from_utf8_lossy(&resumed_log).contains("resuming"),
-        "attempt 1's rank 0 log does not say it resumed"
-    );
+    let resumed_log = String::from_utf8_lossy(&resumed_log);
+    let resumed = resumed_log
+        .lines()
+        .find(|l| l.contains("resuming"))
+        .context("attempt 1's rank 0 log does not say it resumed")?;
+    let step: i64 = resumed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("step="))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no step in {resumed:?}"))?;
+    assert!(step >= checkpoint_step && step < 80, "{resumed}");
     run.finish().await
 }
 
