@@ -85,6 +85,8 @@ pub struct NodeAgent {
     /// Node name.
     pub name: String,
     heartbeat: watch::Sender<bool>,
+    /// Held for each beat, so that no beat in flight lands after [`NodeAgent::go_not_ready`].
+    beating: Arc<tokio::sync::Mutex<()>>,
     task: JoinHandle<()>,
 }
 
@@ -150,11 +152,18 @@ impl NodeAgent {
             .await
             .with_context(|| format!("posting status of node {name}"))?;
         let (heartbeat, beats) = watch::channel(true);
-        let task = tokio::spawn(heartbeat_loop(client.clone(), name.to_owned(), beats));
+        let beating = Arc::new(tokio::sync::Mutex::new(()));
+        let task = tokio::spawn(heartbeat_loop(
+            client.clone(),
+            name.to_owned(),
+            beats,
+            beating.clone(),
+        ));
         Ok(Self {
             client,
             name: name.to_owned(),
             heartbeat,
+            beating,
             task,
         })
     }
@@ -163,6 +172,8 @@ impl NodeAgent {
     /// grace period).
     pub async fn go_not_ready(&self) -> Result<()> {
         let _ = self.heartbeat.send(false);
+        // A beat under way finishes first; every later one sees `false`.
+        let _no_beats = self.beating.lock().await;
         let nodes: Api<Node> = Api::all(self.client.clone());
         let patch = json!({ "status": { "conditions": [ready_condition(false)] } });
         nodes
@@ -193,11 +204,17 @@ impl Drop for NodeAgent {
 }
 
 /// Renews the node Lease every 5 s and the Ready condition every 10 s while `beats` is true.
-async fn heartbeat_loop(client: Client, node: String, mut beats: watch::Receiver<bool>) {
+async fn heartbeat_loop(
+    client: Client,
+    node: String,
+    mut beats: watch::Receiver<bool>,
+    beating: Arc<tokio::sync::Mutex<()>>,
+) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
     let mut tick = 0u64;
     loop {
+        let beat = beating.lock().await;
         if *beats.borrow_and_update() {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -237,6 +254,7 @@ async fn heartbeat_loop(client: Client, node: String, mut beats: watch::Receiver
             }
             tick += 1;
         }
+        drop(beat);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = beats.changed() => {}

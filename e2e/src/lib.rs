@@ -8,6 +8,7 @@ pub mod crd;
 pub mod env;
 pub mod kubelet;
 pub mod namespace;
+pub mod port;
 pub mod process_kubelet;
 
 pub use cluster::Cluster;

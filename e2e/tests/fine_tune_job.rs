@@ -52,12 +52,6 @@ fn bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// One job's world: namespace, S3 inputs, process kubelet, operator.
 struct Run {
     cluster: Cluster,
@@ -119,9 +113,9 @@ impl Run {
         let mut op = megatron_operator::OperatorConfig::for_tests();
         op.namespace = Some(ns.name.clone());
         op.lease_namespace = ns.name.clone();
-        op.lease_duration_seconds = 4;
-        op.lease_grace_seconds = 1;
-        op.master_port = free_port()?;
+        op.lease_duration_seconds = 15;
+        op.lease_grace_seconds = 5;
+        op.master_port = e2e::port::free_port()?;
         op.trainer_image = "megatron-trainer:process".into();
         let operator = RunningOperator::start(op).await?;
         Ok(Self {
@@ -417,6 +411,15 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
         "training ended before a rank could be killed: {:?}",
         before.progress
     );
+    // Each rank publishes its own log after the checkpoint, independently of rank 0's status
+    // write: wait for rank 1's, which its kill must not lose.
+    let rank1_log = Key::from(format!("{root}/logs/attempt-0/rank-0001.log"));
+    wait(
+        "rank 1's published log",
+        Duration::from_secs(120),
+        || async { Ok(run.store.head(&rank1_log).await.is_ok()) },
+    )
+    .await?;
     // SIGKILL rank 1's process (its pod's container), as an OOM kill would.
     let rank1 = run
         .kubelet

@@ -202,6 +202,30 @@ async fn the_operator_runs_on_the_charts_rbac_alone() -> Result<()> {
         None,
     )?;
     run("kubectl", &["apply", "-f", "-"], Some(&rendered))?;
+    // The API server authorizes from a cache of roles and bindings: wait until it has these.
+    let account = format!(
+        "--as=system:serviceaccount:{}:{release}-megatron-operator",
+        world.namespace
+    );
+    for (verb, resource, subresource) in [
+        ("create", "leases.coordination.k8s.io", ""),
+        ("patch", "megatronfinetunes.megatron.dev", "status"),
+    ] {
+        operator_common::wait(
+            &format!("the chart's RBAC to allow {verb} {resource}"),
+            Duration::from_secs(30),
+            || async {
+                let mut args = vec!["auth", "can-i", verb, resource, "-n", &world.namespace];
+                args.push(&account);
+                let subresource = format!("--subresource={subresource}");
+                if !subresource.ends_with('=') {
+                    args.push(&subresource);
+                }
+                Ok(run("kubectl", &args, None).is_ok())
+            },
+        )
+        .await?;
+    }
 
     let mut config = world.operator_config();
     config.identity = Some("rbac-test".into());

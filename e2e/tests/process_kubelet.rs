@@ -295,8 +295,10 @@ async fn restarts_follow_the_policy_and_deletion_is_graceful() -> Result<()> {
         json!({}),
     )
     .await?;
-    wait("graceful running", T, || async {
-        Ok(s.status("graceful").await?.is_some_and(|st| st.ready))
+    // Ready means spawned: wait until the shell has set its trap and said so.
+    wait("graceful trapping TERM", T, || async {
+        Ok(s.status("graceful").await?.is_some_and(|st| st.ready)
+            && s.log("graceful", 0).is_ok_and(|l| l.contains("up")))
     })
     .await?;
     let dir = s.kubelet.pod_dir(&s.ns.name, "graceful").unwrap();
@@ -314,8 +316,9 @@ async fn restarts_follow_the_policy_and_deletion_is_graceful() -> Result<()> {
     })
     .await?;
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "no need to wait for the grace period"
+        started.elapsed() < Duration::from_secs(15),
+        "no need to wait for the (default, 30 s) grace period: {:?}",
+        started.elapsed()
     );
     let log = std::fs::read_to_string(dir.join("logs/main/0.log"))?;
     assert!(log.contains("got TERM"), "{log}");
@@ -333,12 +336,13 @@ async fn restarts_follow_the_policy_and_deletion_is_graceful() -> Result<()> {
     // One that ignores SIGTERM is killed after its grace period.
     s.pod(
         "stubborn",
-        "trap '' TERM; while true; do sleep 0.1; done",
+        "trap '' TERM; echo up; while true; do sleep 0.1; done",
         json!({ "spec": { "terminationGracePeriodSeconds": 2 } }),
     )
     .await?;
-    wait("stubborn running", T, || async {
-        Ok(s.status("stubborn").await?.is_some_and(|st| st.ready))
+    wait("stubborn ignoring TERM", T, || async {
+        Ok(s.status("stubborn").await?.is_some_and(|st| st.ready)
+            && s.log("stubborn", 0).is_ok_and(|l| l.contains("up")))
     })
     .await?;
     let started = std::time::Instant::now();

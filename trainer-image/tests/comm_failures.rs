@@ -209,7 +209,7 @@ fn duplicate_rank_is_reported() {
     let spawn = |r: usize| {
         std::thread::spawn(move || {
             let mut cfg = CommConfig::new("127.0.0.1", port, r, 3, 1);
-            cfg.rendezvous_timeout = Duration::from_secs(2);
+            cfg.rendezvous_timeout = Duration::from_secs(10);
             comm::init(&cfg).map(|_| ()).map_err(|e| e.to_string())
         })
     };

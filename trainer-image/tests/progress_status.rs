@@ -7,11 +7,16 @@
 //! keeps the latest checkpoint, and a missing object or missing rights give a
 //! clear error from `finish`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crds::{Artifact, Artifacts, CheckpointStatus, MegatronFineTune, Outcome, Phase, uri::Uri};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -221,6 +226,39 @@ async fn grant_trainer_rights(client: &Client, ns: &str, job: &str, sa: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("create the RoleBinding");
+    // The API server authorizes from a cache of Roles and bindings: wait until it has these.
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("megatron.dev".into()),
+                resource: Some("megatronfinetunes".into()),
+                subresource: Some("status".into()),
+                name: Some(job.into()),
+                namespace: Some(ns.into()),
+                verb: Some("patch".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("create a SubjectAccessReview");
+        if answer.status.is_some_and(|s| s.allowed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API server never authorized {sa} to patch the job's status"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A kubeconfig that acts as ServiceAccount `ns/sa` (admin impersonation).
@@ -602,15 +640,6 @@ fn kubeconfig_via_port(dir: &Path, port: u16) -> (PathBuf, String) {
     (path, upstream)
 }
 
-/// A port nothing listens on (yet).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Forwards TCP connections on `port` to `upstream` (TLS passes through).
 async fn proxy(port: u16, upstream: String) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -636,7 +665,7 @@ async fn an_outage_is_retried_without_blocking_training() {
     let name = "tiny-squad";
     let api = create_job(&client, &ns, name).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
+    let port = common::free_port();
     let (kubeconfig, upstream) = kubeconfig_via_port(dir.path(), port);
     let mut r = reporter(
         JobRef {
@@ -655,7 +684,7 @@ async fn an_outage_is_retried_without_blocking_training() {
     r.validation(8, 1.0, &BTreeMap::from([("val_f1".to_string(), 50.0)]));
     r.checkpoint_saved(checkpoint(8, None), None);
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_secs(3),
         "reporting blocked training for {:?}",
         started.elapsed()
     );
@@ -681,7 +710,7 @@ async fn an_outage_is_retried_without_blocking_training() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_gives_up_after_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (kubeconfig, _) = kubeconfig_via_port(dir.path(), closed_port());
+    let (kubeconfig, _) = kubeconfig_via_port(dir.path(), common::free_port());
     let mut r = Reporter::new(ReporterConfig {
         job: Some(JobRef {
             name: "unreachable".into(),

@@ -152,8 +152,8 @@ impl World {
         let mut config = OperatorConfig::for_tests();
         config.namespace = Some(self.namespace.clone());
         config.lease_namespace = self.namespace.clone();
-        config.lease_duration_seconds = 4;
-        config.lease_grace_seconds = 1;
+        config.lease_duration_seconds = 15;
+        config.lease_grace_seconds = 5;
         config.trainer_image = "megatron-trainer:e2e".into();
         config.resync_seconds = 30;
         config

@@ -63,12 +63,16 @@ pub fn python() -> PathBuf {
     }
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port free on 127.0.0.1 a moment ago, from 10000-19999: below the kernel's ephemeral
+/// range (so no outgoing connection, nor one to itself, takes it before a server binds it) and
+/// the local cluster's 20000-31999 (e2e/cluster/lib.sh).
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .expect("binding an ephemeral port on 127.0.0.1")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let start = RandomState::new().hash_one(std::process::id()) % 10_000;
+    (0..10_000)
+        .map(|i| 10_000 + ((start + i) % 10_000) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port on 127.0.0.1 in 10000-19999")
 }
 
 /// Identity of a rank child process.
