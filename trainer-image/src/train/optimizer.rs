@@ -237,11 +237,9 @@ impl AdamW {
         }
         tch::no_grad(|| -> TrainResult<()> {
             for s in &mut self.slots {
-                let dev_kind = |t: &Tensor| -> TrainResult<Tensor> {
-                    Ok(t.f_to_device(s.param.device())?.f_to_kind(s.param.kind())?)
-                };
-                s.exp_avg.f_copy_(&dev_kind(&exp_avg[&s.name])?)?;
-                s.exp_avg_sq.f_copy_(&dev_kind(&exp_avg_sq[&s.name])?)?;
+                // copy_ moves and casts in one: one tensor at a time crosses to the device.
+                s.exp_avg.f_copy_(&exp_avg[&s.name])?;
+                s.exp_avg_sq.f_copy_(&exp_avg_sq[&s.name])?;
                 s.step = steps[&s.name];
                 let _ = s.step_tensor.f_fill_(s.step as f64)?;
             }

@@ -26,7 +26,6 @@
 //! hyper_parameters                   the writer's metadata (name, job spec sections, ...)
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use tch::Tensor;
@@ -408,20 +407,4 @@ fn decode_optimizer(node: Node<'_>) -> std::result::Result<OptimizerState, Misma
         }
     }
     Ok(out)
-}
-
-/// Moves every tensor of `state` (optimizer moments) to `device`, keeping
-/// generator states on the CPU (libtorch expects CPU byte tensors there).
-pub fn to_device(state: &mut TrainState, device: tch::Device) -> Result<()> {
-    let mv = |sd: &mut BTreeMap<String, Tensor>| -> Result<()> {
-        for t in sd.values_mut() {
-            *t = t
-                .f_to_device(device)
-                .map_err(|e| CheckpointError::torch("moving optimizer state", e))?;
-        }
-        Ok(())
-    };
-    mv(&mut state.optimizer.exp_avg)?;
-    mv(&mut state.optimizer.exp_avg_sq)?;
-    Ok(())
 }

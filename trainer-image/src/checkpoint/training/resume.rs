@@ -149,8 +149,8 @@ impl Checkpointer {
                  data-parallel size changed?); using replica 0's"
             );
         }
-        contents::to_device(&mut state, model.vs.device())
-            .map_err(|e| errors::file("restoring the optimizer state", e))?;
+        // The optimizer state stays on the CPU: the optimizer copies it into its own moments a
+        // tensor at a time, so no second copy of them is ever on the device.
         // A downloaded copy is no longer needed (everything is in memory now).
         let downloaded = self.cfg.local_dir.join("resume").join(&point.set);
         if point.file.starts_with(&downloaded) {
