@@ -54,7 +54,15 @@ pub fn read_nemo_with(
         None => tempfile::Builder::new().prefix("nemo-").tempdir(),
     }
     .map_err(|e| CheckpointError::io(opts.scratch_dir.clone().unwrap_or_default(), e))?;
-    let scan = scan(path, scratch.path())?;
+    // Extract only this rank's `mp_rank_NN` weights; all of them only if resharding needs them.
+    let mut scan = scan(path, scratch.path(), Some(tp_rank as usize))?;
+    // Weights files by source rank.
+    let mut weight_files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    let source_tp = weight_files.len() as i64;
+    if source_tp != target_tp && weight_files.iter().any(|(_, f)| f.as_os_str().is_empty()) {
+        scan = self::scan(path, scratch.path(), None)?;
+        weight_files = self::weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    }
 
     let cfg_text = scan
         .small
@@ -73,9 +81,6 @@ pub fn read_nemo_with(
         })
     };
 
-    // Weights files by source rank.
-    let weight_files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
-    let source_tp = weight_files.len() as i64;
 
     // Megatron checkpoint version: the QKV row order of the saved weights.
     let version = match scan
@@ -327,14 +332,19 @@ struct Scan {
 }
 
 fn is_weights(name: &str) -> bool {
-    name == "model_weights.ckpt"
-        || name
-            .strip_prefix("mp_rank_")
-            .and_then(|r| r.strip_suffix("/model_weights.ckpt"))
-            .is_some()
+    name == "model_weights.ckpt" || rank_part(name).is_some()
 }
 
-fn scan(path: &Path, scratch: &Path) -> Result<Scan> {
+/// `NN` of `mp_rank_NN/model_weights.ckpt`.
+fn rank_part(name: &str) -> Option<&str> {
+    name.strip_prefix("mp_rank_")?
+        .strip_suffix("/model_weights.ckpt")
+}
+
+/// Reads the archive once: small members into memory, weights members extracted to `scratch`
+/// (of the `mp_rank_NN` ones only rank `only_rank`'s, when given: the others are listed with an
+/// empty path).
+fn scan(path: &Path, scratch: &Path, only_rank: Option<usize>) -> Result<Scan> {
     let fmt = |m: String| CheckpointError::format(path, m);
     let mut file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
     let mut magic = [0u8; 2];
@@ -378,7 +388,13 @@ fn scan(path: &Path, scratch: &Path) -> Result<Scan> {
             .to_string_lossy()
             .to_string();
         let name = artifact::normalize(&raw).to_string();
-        if is_weights(&name) {
+        if is_weights(&name)
+            && only_rank.is_some_and(|k| {
+                rank_part(&name).is_some_and(|r| r.parse::<usize>().ok() != Some(k))
+            })
+        {
+            weights.push((name, PathBuf::new()));
+        } else if is_weights(&name) {
             let dest = scratch.join(format!("{}.ckpt", weights.len()));
             let mut out = std::io::BufWriter::with_capacity(
                 1 << 20,
@@ -417,10 +433,7 @@ fn weight_files(
         if name == "model_weights.ckpt" {
             single = Some((name.clone(), file.clone()));
         } else {
-            let r = name
-                .strip_prefix("mp_rank_")
-                .and_then(|s| s.strip_suffix("/model_weights.ckpt"))
-                .expect("filtered by is_weights");
+            let r = rank_part(name).expect("filtered by is_weights");
             let r: usize = r.parse().map_err(|_| {
                 invalid(format!(
                     "{name}: pipeline-parallel or unknown rank directories are not supported"
