@@ -218,7 +218,7 @@ fn keep_last_zero_reports_a_kept_set_as_latest() {
     assert!(
         second
             .removed
-            .sets
+            .removed_sets
             .contains(&"step-000000000004".to_string())
     );
     assert_eq!(

@@ -4,6 +4,8 @@
 
 mod storage_util;
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use megatron_trainer::storage::{CheckpointSets, SetFile, Store, TransferOptions};
 use serde_json::json;
@@ -138,6 +140,8 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
         "{err}"
     );
 
+    assert_eq!(CheckpointSets::step_of("step-000000000400"), Some(400));
+    assert_eq!(CheckpointSets::step_of("step-400"), None);
     // Step 400 complete; retention keeps 2 complete sets (400, 200), removes 100,
     // and removes broken 300? No: 300 is older than 400 and incomplete -> removed.
     let files400 = rank_files(&dir, 400, &[1000, 1000]);
@@ -148,7 +152,7 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
     sets.upload_file(500, &files400[0].name, &files400[0].path, &opts)
         .await
         .unwrap();
-    let report = sets.retain(2).await.unwrap();
+    let report = sets.retain(2, &BTreeSet::new()).await.unwrap();
     assert_eq!(report.removed_sets, vec!["step-000000000100".to_string()]);
     assert_eq!(
         report.removed_incomplete,
@@ -182,8 +186,10 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
         sets.latest_complete().await.unwrap().unwrap().manifest.step,
         400
     );
-    // keep=0 still keeps the newest complete set.
-    sets.retain(0).await.unwrap();
+    // keepLast 0 keeps only the protected (best) sets.
+    let best = BTreeSet::from([CheckpointSets::set_name(200)]);
+    let report = sets.retain(0, &best).await.unwrap();
+    assert_eq!(report.removed_sets, vec![CheckpointSets::set_name(400)]);
     assert_eq!(
         sets.list_complete()
             .await
@@ -191,7 +197,7 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
             .iter()
             .map(|s| s.manifest.step)
             .collect::<Vec<_>>(),
-        vec![400]
+        vec![200]
     );
 }
 

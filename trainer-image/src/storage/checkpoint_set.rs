@@ -5,7 +5,7 @@
 //! Layout under the store's root: `step-000000000100/<file>` and
 //! `step-000000000100/manifest.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path as FsPath, PathBuf};
 
 use bytes::Bytes;
@@ -58,6 +58,14 @@ impl CheckpointSets {
     /// Prefix of the set for `step`.
     pub fn set_name(step: u64) -> String {
         format!("step-{step:012}")
+    }
+
+    /// The step of set name `name` (`step-` and 12 digits, see [`CheckpointSets::set_name`]).
+    pub fn step_of(name: &str) -> Option<u64> {
+        let digits = name.strip_prefix("step-")?;
+        (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())
+            .flatten()
     }
 
     /// Uploads one file of the set for `step` (each tensor-parallel rank can
@@ -203,11 +211,16 @@ impl CheckpointSets {
         Ok(())
     }
 
-    /// Keeps the newest `keep` (at least 1) complete sets and deletes older
-    /// ones: for each, the manifest first (so readers stop trusting it), then
-    /// its files. Incomplete sets older than the newest complete one (failed
-    /// commits) are deleted too; newer ones may be commits in progress and stay.
-    pub async fn retain(&self, keep: usize) -> Result<RetentionReport, StorageError> {
+    /// Keeps the newest `keep_last` complete sets and those named in `protect`, and deletes
+    /// the other complete sets: for each, the manifest first (so readers stop trusting it),
+    /// then its files. Incomplete sets older than the newest complete one (failed commits) are
+    /// deleted too; newer ones may be commits in progress and stay. Objects already gone
+    /// (a concurrent pass) count as deleted.
+    pub async fn retain(
+        &self,
+        keep_last: usize,
+        protect: &BTreeSet<String>,
+    ) -> Result<RetentionReport, StorageError> {
         let groups = self.group_sets().await?;
         let mut complete = Vec::new();
         let mut incomplete = Vec::new();
@@ -222,23 +235,33 @@ impl CheckpointSets {
         let Some(newest) = complete.last().map(|s| s.name.clone()) else {
             return Ok(report);
         };
-        let remove = complete.len().saturating_sub(keep.max(1));
-        for set in &complete[..remove] {
-            self.store
-                .delete(&format!("{}/{MANIFEST_NAME}", set.name))
+        let older = complete.len().saturating_sub(keep_last);
+        for set in complete[..older]
+            .iter()
+            .filter(|s| !protect.contains(&s.name))
+        {
+            self.delete_quiet(&format!("{}/{MANIFEST_NAME}", set.name))
                 .await?;
             for obj in &groups[&set.name] {
-                self.store.delete(&obj.key).await?;
+                self.delete_quiet(&obj.key).await?;
             }
             report.removed_sets.push(set.name.clone());
         }
         for name in incomplete.into_iter().filter(|n| *n < newest) {
             for obj in &groups[&name] {
-                self.store.delete(&obj.key).await?;
+                self.delete_quiet(&obj.key).await?;
             }
             report.removed_incomplete.push(name);
         }
         Ok(report)
+    }
+
+    /// Deletes `key`, treating "already gone" as done.
+    async fn delete_quiet(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(key).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Objects grouped by set prefix (`step-…`), in step order.
@@ -246,7 +269,7 @@ impl CheckpointSets {
         let mut groups: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
         for obj in self.store.list("").await? {
             if let Some((set, _)) = obj.key.split_once('/')
-                && parse_set_name(set).is_some()
+                && Self::step_of(set).is_some()
             {
                 groups.entry(set.to_string()).or_default().push(obj);
             }
@@ -283,7 +306,7 @@ impl CheckpointSets {
                 return Ok(None);
             }
         };
-        if parse_set_name(name) != Some(manifest.step) {
+        if Self::step_of(name) != Some(manifest.step) {
             tracing::warn!(%target, step = manifest.step, "manifest step does not match its set; ignored");
             return Ok(None);
         }
@@ -300,13 +323,6 @@ impl CheckpointSets {
             manifest,
         }))
     }
-}
-
-fn parse_set_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("step-")?;
-    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
 }
 
 fn check_file_name(store: &Store, name: &str) -> Result<(), StorageError> {

@@ -81,7 +81,6 @@ pub fn read_nemo_with(
         })
     };
 
-
     // Megatron checkpoint version: the QKV row order of the saved weights.
     let version = match scan
         .small

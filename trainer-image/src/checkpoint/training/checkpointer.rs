@@ -19,7 +19,7 @@
 //!    previous set stays the newest complete one.
 //! 3. Global rank 0 writes `step-<s>/manifest.json` (sizes and sha256 of every
 //!    rank's file): the commit. Then it deletes sets that `keepLast` and the
-//!    top-k no longer keep ([`super::retention`]).
+//!    top-k no longer keep ([`CheckpointSets::retain`]).
 //! 4. The writers update the NeMo view in `local_dir`: a top-k file
 //!    `mp_rank_NN/<name>--val_loss=0.35-epoch=0.ckpt` (a hard link to the new
 //!    `-last.ckpt`) when the save enters the top k, and the files it pushed out
@@ -35,9 +35,8 @@ use super::config::CheckpointerConfig;
 use super::consensus::{Consensus, RankFile};
 use super::contents::{self, FileMeta};
 use super::digest::file_digest;
-use super::retention::{self, Removed};
 use super::{errors, naming};
-use crate::storage::{CheckpointSets, MANIFEST_NAME, ManifestFile, Store};
+use crate::storage::{CheckpointSets, MANIFEST_NAME, ManifestFile, RetentionReport, Store};
 use crate::train::{CheckpointRequest, SaveReason, TrainError, TrainResult};
 
 /// The `metadata` of a set's manifest.
@@ -81,7 +80,7 @@ pub struct SavedCheckpoint {
     /// and a validation happened).
     pub best: Option<crds::CheckpointStatus>,
     /// Sets deleted by retention (filled on global rank 0 only).
-    pub removed: Removed,
+    pub removed: RetentionReport,
 }
 
 /// Saves, commits, retains and restores training checkpoints of one rank.
@@ -296,7 +295,7 @@ impl Checkpointer {
                 .unwrap_or_default(),
         };
         let mut commit_error = None;
-        let mut removed = Removed::default();
+        let mut removed = RetentionReport::default();
         let mut created = chrono::Utc::now();
         if self.consensus.rank() == 0 {
             match self.commit(step, files, &metadata) {
@@ -337,7 +336,7 @@ impl Checkpointer {
         // With keepLast 0 a set outside the top-k is deleted at once: the
         // latest checkpoint is then the newest best one (what a resume uses).
         let kept_best = removed
-            .sets
+            .removed_sets
             .contains(&set)
             .then_some(self.top_k.as_ref())
             .flatten()
@@ -508,23 +507,23 @@ impl Checkpointer {
     }
 
     /// Deletes sets no longer kept; failures are logged (the commit stands).
-    fn retain(&self, metadata: &SetMetadata) -> Removed {
+    fn retain(&self, metadata: &SetMetadata) -> RetentionReport {
         let best: BTreeSet<String> = metadata.best.iter().map(|b| b.set.clone()).collect();
         let keep_last = self.cfg.spec.keep_last.max(0) as usize;
         match self
             .runtime
-            .block_on(retention::apply(&self.store, keep_last, &best))
+            .block_on(CheckpointSets::new(self.store.clone()).retain(keep_last, &best))
         {
             Ok(removed) => {
-                if !removed.sets.is_empty() || !removed.incomplete.is_empty() {
-                    tracing::info!(sets = ?removed.sets, incomplete = ?removed.incomplete,
+                if !removed.removed_sets.is_empty() || !removed.removed_incomplete.is_empty() {
+                    tracing::info!(sets = ?removed.removed_sets, incomplete = ?removed.removed_incomplete,
                         "deleted old checkpoints");
                 }
                 removed
             }
             Err(e) => {
                 tracing::warn!(error = %e, "deleting old checkpoints failed; retrying at the next save");
-                Removed::default()
+                RetentionReport::default()
             }
         }
     }

@@ -27,11 +27,9 @@ mod errors;
 mod naming;
 mod pyvalue;
 mod resume;
-mod retention;
 
 pub use best::{BestEntry, TopK};
 pub use checkpointer::{Checkpointer, SavedCheckpoint, SetMetadata, reason_name};
 pub use config::CheckpointerConfig;
 pub use naming::{last_file, metric_file, rank_dir, step_file};
 pub use resume::{ResumePoint, ResumeSource};
-pub use retention::Removed;

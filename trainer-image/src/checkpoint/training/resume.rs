@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::best::TopK;
 use super::checkpointer::{Checkpointer, SetMetadata};
 use super::digest::file_digest;
-use super::{contents, errors, retention};
+use super::{contents, errors};
 use crate::model::BertTaskModel;
 use crate::storage::{CheckpointSets, CommittedSet, Location, MANIFEST_NAME, StorageError, Store};
 use crate::train::{TrainError, TrainResult, TrainState};
@@ -392,7 +392,7 @@ fn open_from(uri: &str) -> TrainResult<(Store, Option<String>)> {
             .rsplit_once('/')
             .map_or(("", key.as_str()), |(p, s)| (p, s))
         {
-            (p, s) if retention::is_set_name(s) => (
+            (p, s) if CheckpointSets::step_of(s).is_some() => (
                 Location::S3 {
                     bucket: bucket.clone(),
                     key: p.to_string(),
@@ -402,7 +402,7 @@ fn open_from(uri: &str) -> TrainResult<(Store, Option<String>)> {
             _ => (loc.clone(), None),
         },
         Location::Local(path) => match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-            (Some(p), Some(s)) if retention::is_set_name(s) => {
+            (Some(p), Some(s)) if CheckpointSets::step_of(s).is_some() => {
                 (Location::Local(p.to_path_buf()), Some(s.to_string()))
             }
             _ => (loc.clone(), None),
