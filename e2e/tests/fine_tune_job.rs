@@ -406,11 +406,6 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
             && o.size > 0),
         "no TensorBoard event file under {root}/tensorboard while training: {events:?}"
     );
-    ensure!(
-        before.progress.as_ref().is_some_and(|p| p.step < 80),
-        "training ended before a rank could be killed: {:?}",
-        before.progress
-    );
     // Each rank publishes its own log after the checkpoint, independently of rank 0's status
     // write: wait for rank 1's, which its kill must not lose.
     let rank1_log = Key::from(format!("{root}/logs/attempt-0/rank-0001.log"));
@@ -420,6 +415,11 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
         || async { Ok(run.store.head(&rank1_log).await.is_ok()) },
     )
     .await?;
+    let progress = jobs.get("resumable").await?.status.and_then(|s| s.progress);
+    ensure!(
+        progress.as_ref().is_some_and(|p| p.step < 80),
+        "training ended before a rank could be killed: {progress:?}"
+    );
     // SIGKILL rank 1's process (its pod's container), as an OOM kill would.
     let rank1 = run
         .kubelet

@@ -579,27 +579,31 @@ async fn a_stalled_job_is_restarted() -> Result<()> {
         )
         .await?;
     // Restarting lasts about the 1 s backoff: wait for its record rather than the phase.
-    wait("restarts = 1", Duration::from_secs(90), || async {
-        Ok(world
-            .jobs()
-            .get("stuck")
-            .await?
-            .status
-            .is_some_and(|s| s.restarts == 1))
-    })
-    .await?;
-    let restarted = world.jobs().get("stuck").await?.status.unwrap_or_default();
-    assert_eq!(
+    // The reason is counted once the status write returned: wait for both.
+    let hung = || {
         operator
             .metrics
             .gang_restarts
             .get_or_create(&megatron_operator::metrics::ReasonLabels {
-                reason: "Hung".into()
+                reason: "Hung".into(),
             })
-            .get(),
-        1,
-        "the restart's reason is Hung"
-    );
+            .get()
+    };
+    wait(
+        "restarts = 1, for a hang",
+        Duration::from_secs(90),
+        || async {
+            Ok(world
+                .jobs()
+                .get("stuck")
+                .await?
+                .status
+                .is_some_and(|s| s.restarts == 1)
+                && hung() == 1)
+        },
+    )
+    .await?;
+    let restarted = world.jobs().get("stuck").await?.status.unwrap_or_default();
     let restart_time = restarted
         .last_restart_time
         .context("status.lastRestartTime")?;

@@ -12,6 +12,11 @@ use tch::{Kind, Tensor};
 #[test]
 fn missing_rank_times_out_naming_it() {
     if rank_child().is_some() {
+        // Rank 1 starts late (as a pod scheduled later would): its clock runs past rank 0's,
+        // which hosts the store and must stay up until rank 1 has timed out too.
+        if let Ok(ms) = std::env::var("TEST_START_DELAY_MS") {
+            std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+        }
         let err = comm::init_from_env(1).unwrap_err();
         emit("error", &err);
         return;
@@ -19,6 +24,7 @@ fn missing_rank_times_out_naming_it() {
     let outs = Ranks::new("missing_rank_times_out_naming_it", 3)
         .only([0, 1])
         .env("MEGATRON_RENDEZVOUS_TIMEOUT_SECS", 3)
+        .rank_env(1, "TEST_START_DELAY_MS", 1500)
         .run_ok();
     for o in &outs {
         let e = o.expect_value("error");

@@ -190,6 +190,16 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
     let best = BTreeSet::from([CheckpointSets::set_name(200)]);
     let report = sets.retain(0, &best).await.unwrap();
     assert_eq!(report.removed_sets, vec![CheckpointSets::set_name(400)]);
+    assert!(report.removed_incomplete.is_empty(), "{report:?}");
+    assert!(
+        store
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .any(|o| o.key == "step-000000000500/mp_rank_00/model_optim_rng.pt"),
+        "the in-progress set newer than every complete one stays"
+    );
     assert_eq!(
         sets.list_complete()
             .await

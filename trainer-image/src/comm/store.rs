@@ -255,8 +255,20 @@ impl StoreClient {
     }
 
     fn io_err(&self, op: &str, source: io::Error) -> CommError {
+        let closed = matches!(
+            source.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+        );
         CommError::Peer {
-            op: format!("store {op}"),
+            op: if closed {
+                format!(
+                    "store {op} (rank 0 closed the store: it exited or gave up; its log says why)"
+                )
+            } else {
+                format!("store {op}")
+            },
             peer_rank: "0 (store host)".into(),
             peer_addr: self.addr.clone(),
             source,

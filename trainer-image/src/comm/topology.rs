@@ -162,6 +162,17 @@ pub fn init(cfg: &CommConfig) -> Result<Topology, CommError> {
             .filter_map(|k| k.strip_prefix("addr/")?.parse().ok())
             .collect();
         missing.sort_unstable();
+        // Rank 0 hosts the store: it stays up until the ranks that joined have timed out too
+        // (each started its clock at its own start), so each of them reports the missing
+        // ranks rather than a lost connection.
+        let _ = store.set(&format!("rank/{rank}/gave-up"), b"1");
+        if rank == 0 {
+            let joined: Vec<String> = (1..world)
+                .filter(|r| missing.binary_search(r).is_err())
+                .map(|r| format!("rank/{r}/gave-up"))
+                .collect();
+            let _ = store.wait(&joined, cfg.rendezvous_timeout);
+        }
         return Err(CommError::RendezvousIncomplete {
             store: store.addr().to_string(),
             missing,

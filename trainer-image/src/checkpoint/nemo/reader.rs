@@ -1,9 +1,10 @@
 //! Reading .nemo archives (ours and NeMo 1.x's, gzip or plain tar) in one
-//! pass over the stream: the small members are kept in memory, each weights
-//! member is copied to a scratch file (the torch.save reader needs a file),
-//! then this rank's shard is loaded, checked against the config, converted
-//! to the canonical QKV order and resharded when the tensor-parallel size
-//! differs.
+//! pass over the stream: the small members are kept in memory, and this
+//! rank's weights member is copied to a scratch file (the torch.save reader
+//! needs a file); then the shard is loaded, checked against the config and
+//! converted to the canonical QKV order. When the archive's tensor-parallel
+//! size differs from the run's, a second pass extracts every rank's weights
+//! and they are resharded.
 
 use std::collections::BTreeMap;
 use std::fs::File;

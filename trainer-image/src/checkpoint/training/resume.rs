@@ -108,7 +108,8 @@ impl Checkpointer {
     }
 
     /// Loads `point` into `model` (this rank's shard) and returns the loop
-    /// state to continue from (optimizer tensors on the model's device).
+    /// state to continue from (optimizer tensors on the CPU: the optimizer
+    /// copies them to its device).
     /// [`TrainState::rng`] holds this rank's own generator states (its
     /// data-parallel replica's entry of the file); the loop applies them.
     pub fn restore(
