@@ -8,35 +8,14 @@ mod resume_s3_util;
 mod resume_util;
 mod storage_util;
 
-use std::process::Command;
 use std::time::Duration;
 
 use megatron_trainer::parallel::TpGroup;
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_s3_util::{checkpointer, s3_store, save};
 use resume_util::*;
+use storage_util::{StartOnDrop, restart_s3};
 use tch::{Kind, Tensor};
-
-fn restart_s3(arg: &str) {
-    let script = storage_util::e2e_dir().join("cluster/restart-s3");
-    let status = Command::new(&script)
-        .arg(arg)
-        .status()
-        .unwrap_or_else(|e| panic!("running {} {arg}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "{} {arg} failed: {status}",
-        script.display()
-    );
-}
-
-/// Starts the server again even when an assertion fails mid-test.
-struct StartOnDrop;
-impl Drop for StartOnDrop {
-    fn drop(&mut self) {
-        restart_s3("--start-only");
-    }
-}
 
 #[test]
 fn s3_stopped_mid_upload_keeps_the_previous_checkpoint_and_recovers() {

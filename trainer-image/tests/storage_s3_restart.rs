@@ -5,33 +5,11 @@
 
 mod storage_util;
 
-use std::process::Command;
 use std::time::Duration;
 
-use megatron_trainer::storage::{CheckpointSets, RetryPolicy, SetFile, Store, TransferOptions};
+use megatron_trainer::storage::{CheckpointSets, SetFile, Store, TransferOptions};
 use serde_json::json;
 use storage_util::*;
-
-fn restart_s3(arg: &str) {
-    let script = e2e_dir().join("cluster/restart-s3");
-    let status = Command::new(&script)
-        .arg(arg)
-        .status()
-        .unwrap_or_else(|e| panic!("running {} {arg}: {e}", script.display()));
-    assert!(
-        status.success(),
-        "{} {arg} failed: {status}",
-        script.display()
-    );
-}
-
-/// Starts the server again even when an assertion fails mid-test.
-struct StartOnDrop;
-impl Drop for StartOnDrop {
-    fn drop(&mut self) {
-        restart_s3("--start-only");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stopped_mid_upload_then_retry_completes() {
@@ -39,12 +17,7 @@ async fn server_stopped_mid_upload_then_retry_completes() {
     let endpoint = env["MEGATRON_S3_ENDPOINT"].clone();
     let prefix = unique_prefix("restart");
     let mut cfg = s3_config(&prefix, &[]);
-    cfg.retry = RetryPolicy {
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(5),
-        init_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-    };
+    cfg.retry = quick_retries(3);
     let store = Store::s3(cfg).unwrap();
     store.create_bucket().await.unwrap();
     let sets = CheckpointSets::new(store.clone());

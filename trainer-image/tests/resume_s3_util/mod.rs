@@ -3,11 +3,9 @@
 //! it in small parts, and a save that must commit.
 #![allow(dead_code)]
 
-use std::time::Duration;
-
 use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::model::BertTaskModel;
-use megatron_trainer::storage::{RetryPolicy, Store, TransferOptions};
+use megatron_trainer::storage::{Store, TransferOptions};
 use megatron_trainer::train::{CheckpointRequest, SaveReason, TrainState};
 use serde_json::json;
 
@@ -16,12 +14,7 @@ use crate::resume_util::spec;
 /// A store under a fresh prefix for `test`, the bucket created.
 pub fn s3_store(rt: &tokio::runtime::Runtime, test: &str) -> Store {
     let mut cfg = crate::storage_util::s3_config(&crate::storage_util::unique_prefix(test), &[]);
-    cfg.retry = RetryPolicy {
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(5),
-        init_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-    };
+    cfg.retry = crate::storage_util::quick_retries(2);
     let store = Store::s3(cfg).unwrap();
     rt.block_on(store.create_bucket()).unwrap();
     store

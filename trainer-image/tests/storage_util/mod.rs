@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use megatron_trainer::storage::{S3Config, Store};
+use megatron_trainer::storage::{RetryPolicy, S3Config, Store};
 use sha2::{Digest, Sha256};
 
 /// Bucket all storage tests share (each test uses its own prefix).
@@ -61,6 +61,39 @@ pub async fn s3_store(test: &str) -> Store {
     let store = Store::s3(s3_config(&unique_prefix(test), &[])).expect("S3 store");
     store.create_bucket().await.expect("create the test bucket");
     store
+}
+
+/// A retry policy that gives up within seconds (outage tests): `max_retries`
+/// tries, 100 ms to 1 s apart, 5 s in all.
+pub fn quick_retries(max_retries: usize) -> RetryPolicy {
+    RetryPolicy {
+        max_retries,
+        retry_timeout: Duration::from_secs(5),
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    }
+}
+
+/// Runs `e2e/cluster/restart-s3 ARG` (stops and/or starts the S3 server).
+pub fn restart_s3(arg: &str) {
+    let script = e2e_dir().join("cluster/restart-s3");
+    let status = std::process::Command::new(&script)
+        .arg(arg)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {arg}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "{} {arg} failed: {status}",
+        script.display()
+    );
+}
+
+/// Starts the S3 server again even when an assertion fails mid-test.
+pub struct StartOnDrop;
+impl Drop for StartOnDrop {
+    fn drop(&mut self) {
+        restart_s3("--start-only");
+    }
 }
 
 /// Creates `bucket` on the e2e S3 server (done when it exists): a test that
