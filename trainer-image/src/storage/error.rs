@@ -114,11 +114,12 @@ impl StorageError {
 /// Parts of S3 error bodies and URLs that can echo signing material: AWS
 /// answers SignatureDoesNotMatch with the canonical request, which holds
 /// every signed header (a session token among them).
-const SIGNING_ELEMENTS: [&str; 4] = [
+const SIGNING_ELEMENTS: [&str; 5] = [
     "CanonicalRequest",
     "CanonicalRequestBytes",
     "StringToSign",
     "StringToSignBytes",
+    "SignatureProvided",
 ];
 const SIGNING_PARAMS: [&str; 4] = [
     "x-amz-security-token",
@@ -126,6 +127,15 @@ const SIGNING_PARAMS: [&str; 4] = [
     "x-amz-credential",
     "signature",
 ];
+
+/// An object_store error as it may be logged: its text through [`redact`].
+pub struct Redacted<'a>(pub &'a object_store::Error);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0.to_string()))
+    }
+}
 
 /// `text` with the contents of signing-related XML elements and the values
 /// of signing query parameters or headers replaced by `(redacted)`.
@@ -217,9 +227,16 @@ mod tests {
         let body = "403 Forbidden: <Error><Code>SignatureDoesNotMatch</Code>\
             <StringToSign>AWS4-HMAC-SHA256\n20261128T000000Z\nabc</StringToSign>\
             <CanonicalRequest>GET\n/b\n\nhost:x\nx-amz-security-token:SESSIONTOKEN\n</CanonicalRequest>\
-            </Error> at http://x/b?X-Amz-Credential=AKID%2F&X-Amz-Signature=SIG&X-Amz-Security-Token=TOK2";
+            <SignatureProvided>PROVIDEDSIG</SignatureProvided></Error> at http://x/b?X-Amz-Credential=AKID%2F&X-Amz-Signature=SIG&X-Amz-Security-Token=TOK2";
         let out = redact(body);
-        for secret in ["SESSIONTOKEN", "TOK2", "SIG", "AKID", "20261128T000000Z"] {
+        for secret in [
+            "SESSIONTOKEN",
+            "TOK2",
+            "SIG",
+            "AKID",
+            "20261128T000000Z",
+            "PROVIDEDSIG",
+        ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(

@@ -37,7 +37,8 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt < attempts && is_transient(&e) => {
-                tracing::warn!(attempt, error = %e, "storage operation failed; retrying");
+                tracing::warn!(attempt, error = %super::error::Redacted(&e),
+                    "storage operation failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = backoff.saturating_mul(2);
                 attempt += 1;

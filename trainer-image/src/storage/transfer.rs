@@ -80,7 +80,8 @@ impl Drop for AbortOnDrop {
         {
             handle.spawn(async move {
                 if let Err(e) = upload.abort().await {
-                    tracing::warn!(error = %e, "aborting an abandoned multipart upload failed");
+                    tracing::warn!(error = %super::error::Redacted(&e),
+                        "aborting an abandoned multipart upload failed");
                 }
             });
         }
@@ -169,7 +170,7 @@ impl Store {
                 if let Some(mut upload) = guard.0.take()
                     && let Err(e) = upload.abort().await
                 {
-                    tracing::warn!(object = %self.describe(key), error = %e,
+                    tracing::warn!(object = %self.describe(key), error = %super::error::Redacted(&e),
                         "could not abort the failed multipart upload; \
                          cleanup_stale_multipart removes it later");
                 }
