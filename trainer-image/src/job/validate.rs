@@ -430,6 +430,18 @@ fn training(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     p.check(t.loss_scaling.is_none() || t.precision == Precision::Fp16, || {
         "spec.training.lossScaling only applies to precision fp16: remove it or set precision: fp16".into()
     });
+    if let Some(ls) = &t.loss_scaling {
+        p.check(
+            ls.min_scale > 0.0 && ls.min_scale <= ls.initial_scale,
+            || {
+                format!(
+                    "spec.training.lossScaling.minScale must be above 0 and at most initialScale \
+                 ({}), got {}",
+                    ls.initial_scale, ls.min_scale
+                )
+            },
+        );
+    }
     p.check(
         !(t.scheduler.warmup_steps.is_some() && t.scheduler.warmup_ratio.is_some()),
         || "spec.training.scheduler: set either warmupSteps or warmupRatio, not both".into(),

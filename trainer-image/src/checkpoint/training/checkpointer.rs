@@ -199,7 +199,8 @@ impl Checkpointer {
     /// Saves the checkpoint `request` asks for; every rank calls it at the
     /// same step. Returns `None` when a set for this step already exists (a
     /// validation save followed by an interval or final save at the same
-    /// step, or the final save of a run resumed at its last step).
+    /// step, or the final save of a run resumed at its last step), and when
+    /// keepLast 0 deleted the new set at once before any best set exists.
     ///
     /// Errors: when any rank fails to write or upload its file, or rank 0
     /// fails to commit, every rank returns an error (retryable unless the
@@ -341,6 +342,14 @@ impl Checkpointer {
             .then_some(self.top_k.as_ref())
             .flatten()
             .and_then(|t| t.entries().iter().max_by_key(|e| e.step));
+        if kept_best.is_none() && removed.removed_sets.contains(&set) {
+            // Nothing kept to report yet (a save before the first validation).
+            tracing::warn!(
+                step,
+                "keepLast 0 deleted this checkpoint at once: no best one exists yet"
+            );
+            return Ok(None);
+        }
         let latest = match kept_best {
             Some(e) => self.status(
                 e.step,
