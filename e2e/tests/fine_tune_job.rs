@@ -407,7 +407,7 @@ async fn a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint() -> 
         "no TensorBoard event file under {root}/tensorboard while training: {events:?}"
     );
     // Each rank publishes its own log after the checkpoint, independently of rank 0's status
-    // write: wait for rank 1's, which its kill must not lose.
+    // write: wait for rank 1's, so that the kill comes after it (SIGKILL publishes nothing).
     let rank1_log = Key::from(format!("{root}/logs/attempt-0/rank-0001.log"));
     wait(
         "rank 1's published log",

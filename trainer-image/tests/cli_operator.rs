@@ -94,11 +94,7 @@ fn completion_protocol_under_the_operator_env() {
         ),
     );
     let spec_file = write(&dir, "spec.yaml", &spec);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = e2e::port::free_port().unwrap();
     let mut cmd = trainer();
     for k in [
         "AWS_ACCESS_KEY_ID",
