@@ -158,6 +158,16 @@ fn crd_rules_are_checked_locally() {
         .collect::<Vec<_>>()
         .join("\n");
     expect_invalid("labels", &spec, &["spec.data.testLabels is required"]);
+    // A loss scale floor of 0 (the schema allows it) is caught before any rank loads.
+    let spec = spec_yaml(Task::TextClassification, 3, 1).replace(
+        "microBatchSize: 4",
+        "microBatchSize: 4\n  precision: fp16\n  lossScaling: {minScale: 0}",
+    );
+    expect_invalid(
+        "min-scale",
+        &spec,
+        &["spec.training.lossScaling.minScale must be above 0"],
+    );
 }
 
 #[test]
