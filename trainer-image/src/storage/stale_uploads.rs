@@ -223,17 +223,28 @@ impl Store {
             config.endpoint_display()
         );
         let op = "creating";
-        let url = client
-            .signed_url(Method::PUT, &Path::default(), SIGNED_URL_TTL)
-            .await
-            .map_err(|e| self.error(op, "", e))?;
-        let response = reqwest::Client::new()
-            .put(url)
-            .send()
-            .await
-            .map_err(|e| request_error(op, &target, without_url(e)))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let (mut status, mut body);
+        let mut attempt = 0;
+        loop {
+            let url = client
+                .signed_url(Method::PUT, &Path::default(), SIGNED_URL_TTL)
+                .await
+                .map_err(|e| self.error(op, "", e))?;
+            let response = reqwest::Client::new()
+                .put(url)
+                .send()
+                .await
+                .map_err(|e| request_error(op, &target, without_url(e)))?;
+            status = response.status();
+            body = response.text().await.unwrap_or_default();
+            // SeaweedFS answers NoSuchBucket while another client's creation of the same
+            // bucket is under way: ask again shortly.
+            attempt += 1;
+            if !body.contains("NoSuchBucket") || attempt == 5 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+        }
         if status.is_success() || body.contains("BucketAlreadyOwnedByYou") {
             Ok(())
         } else if body.contains("BucketAlreadyExists") {
