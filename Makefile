@@ -7,14 +7,15 @@ TORCH_ENV   := eval "$$(scripts/torch-env)"
 CLUSTER_ENV := source e2e/.cluster/env
 CRD_FILE    := crds/megatron.dev_megatronfinetunes.yaml
 
-.PHONY: help prereqs python-env cluster-install cluster-up cluster-down build crd test lint demo
+.PHONY: help prereqs python-env cluster-install cluster-up cluster-down build images crd test lint demo
 
 help:
 	@echo "make demo    - build everything, start the local control plane and S3 server, run the tiny CPU fine-tune"
 	@echo "make test    - every test (starts the local control plane and S3 server first)"
 	@echo "make lint    - cargo fmt --check and clippy -D warnings"
 	@echo "make crd     - regenerate $(CRD_FILE) (and the chart's copy) from the Rust types"
-	@echo "make cluster-up / cluster-down - the local control plane and S3 server"
+	@echo "make images  - build the operator and CPU trainer images and push them to the local registry"
+	@echo "make cluster-up / cluster-down - the local cluster (control plane, S3, registry, real node)"
 
 prereqs:
 	@scripts/check-prereqs
@@ -41,7 +42,13 @@ crd: python-env
 lint: python-env
 	$(TORCH_ENV); cargo fmt --all --check; cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: python-env cluster-up
+# The e2e cluster's images come from the debug build the tests use (scripts/images --profile release
+# for images to publish).
+images: python-env cluster-up
+	$(TORCH_ENV); $(CLUSTER_ENV); cargo build --locked -q -p megatron-operator -p megatron-trainer \
+	  --bin megatron-operator --bin megatron-trainer; scripts/images
+
+test: python-env cluster-up images
 	$(TORCH_ENV); $(CLUSTER_ENV); cargo test --workspace --locked --no-fail-fast
 
 demo: python-env cluster-up

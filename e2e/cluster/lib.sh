@@ -16,15 +16,35 @@ S3_CREDENTIALS_FILE=$STATE/s3-credentials.env
 S3_CONFIG=$STATE/s3-identities.json
 ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 ENV_FILE=$STATE/env
-SERVICE_CLUSTER_IP_RANGE=10.96.0.0/16
 S3_REGION=us-east-1
 
+# The address plan: every address of the test cluster is inside 198.18.0.0/15 (the
+# benchmarking range: nothing outside this machine has it). The host's end of the pod
+# bridge is the node's address, where the API server, the S3 server and the registry
+# listen, so pods reach them; pods get addresses from the rest of POD_SUBNET and a
+# route to 198.18.0.0/15 only (no default route, no masquerade).
+CLUSTER_RANGE=198.18.0.0/15
+NODE_IP=198.18.0.1
+BRIDGE=mgt0
+POD_SUBNET=198.18.0.0/16
+POD_RANGE_START=198.18.16.1
+SERVICE_CLUSTER_IP_RANGE=198.19.0.0/16
+KUBERNETES_SERVICE_IP=198.19.0.1
+CLUSTER_DNS_IP=198.19.0.10
+CLUSTER_DOMAIN=cluster.local
+# The node is named by its address: the API server reaches kubelets by hostname
+# first, and an IP-literal name is never sent to the host's resolver.
+NODE_NAME=$NODE_IP
+# Bumped when the state's layout changes (addresses, certificates): up recreates it.
+STATE_LAYOUT=2
+
 # Components in start order; down stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler s3)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler s3 registry containerd kubelet kube-proxy)
 # Port variables written to ports.env.
 PORT_NAMES=(ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT CONTROLLER_MANAGER_PORT SCHEDULER_PORT
   S3_PORT S3_GRPC_PORT WEED_MASTER_PORT WEED_MASTER_GRPC_PORT WEED_VOLUME_PORT WEED_VOLUME_GRPC_PORT
-  WEED_FILER_PORT WEED_FILER_GRPC_PORT)
+  WEED_FILER_PORT WEED_FILER_GRPC_PORT REGISTRY_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT
+  KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT CONTAINERD_METRICS_PORT)
 
 log() { printf '[%s] %s\n' "${SCRIPT_NAME:-cluster}" "$*" >&2; }
 die() {
@@ -139,7 +159,7 @@ wait_until() {
 # curl as the cluster admin (client certificate) against the API server.
 admin_curl() {
   curl -fsS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$APISERVER_PORT$1"
+    "https://$NODE_IP:$APISERVER_PORT$1"
 }
 
 # SHA-256 of the request body named in curl args (-T FILE or --data-binary @FILE;
@@ -162,7 +182,7 @@ s3_signed() {
   local path=$1
   shift
   curl -sS --max-time 30 --aws-sigv4 "aws:amz:$S3_REGION:s3" \
-    -H "x-amz-content-sha256: $(payload_sha256 "$@")" "$@" "http://127.0.0.1:$S3_PORT$path"
+    -H "x-amz-content-sha256: $(payload_sha256 "$@")" "$@" "http://$NODE_IP:$S3_PORT$path"
 }
 
 # Signed S3 request as the admin identity, failing on HTTP errors: s3_curl PATH [curl args...].
@@ -176,7 +196,7 @@ s3_curl() {
 # existing objects fail with "volume N not found" for a while after a restart),
 # and the S3 gateway answers a signed ListBuckets.
 s3_healthy() {
-  local master="http://127.0.0.1:$WEED_MASTER_PORT" on_disk known
+  local master="http://$NODE_IP:$WEED_MASTER_PORT" on_disk known
   curl -fsS --max-time 3 "$master/cluster/status" | grep -q '"IsLeader":true' || return 1
   on_disk=$(find "$DATA/s3" -maxdepth 1 -name '*.dat' | wc -l)
   known=$(curl -fsS --max-time 3 "$master/dir/status" | grep -o '"Volumes":[0-9]*' | awk -F: '{ n += $2 } END { print n + 0 }')
@@ -196,7 +216,7 @@ launch_s3() {
   # Each bucket is a collection that grows 7 volumes at once by default; 2 keep the
   # volume count (bounded by free disk / volume size) fitting hundreds of buckets.
   start_process s3 env WEED_MASTER_VOLUME_GROWTH_COPY_1=2 "$SEAWEEDFS_BIN/weed" server \
-    -dir="$DATA/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -dir="$DATA/s3" -ip="$NODE_IP" -ip.bind="$NODE_IP" \
     -master.port="$WEED_MASTER_PORT" -master.port.grpc="$WEED_MASTER_GRPC_PORT" \
     -master.telemetry=false -master.volumeSizeLimitMB=128 -master.electionTimeout=1s \
     -volume.port="$WEED_VOLUME_PORT" -volume.port.grpc="$WEED_VOLUME_GRPC_PORT" \

@@ -13,6 +13,18 @@ HELM_VERSION=v3.22.0
 # this is the newest commit the proxy resolved for `@latest` when pinned.
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
+# The node: a real kubelet and kube-proxy (built with the control plane above) on
+# containerd 2.x and runc, CNI bridge networking, CoreDNS, and a local OCI registry
+# the node pulls the project's images from (newest tags the Go module proxy served;
+# no go.mod of these has replace directives, so each is `go install`ed).
+CONTAINERD_VERSION=v2.2.10
+CNI_PLUGINS_VERSION=v1.10.0
+COREDNS_VERSION=v1.15.0
+CRI_TOOLS_VERSION=v1.37.0
+DISTRIBUTION_VERSION=v3.1.2
+# crane (go-containerregistry) pushes the images made by scripts/images to the registry.
+GGCR_VERSION=v0.22.1
+
 CLUSTER_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_SCRIPTS_DIR/../.." && pwd)"
 CACHE_DIR="$("$REPO_ROOT/scripts/cache-dir")"
@@ -22,6 +34,14 @@ KUBERNETES_BIN="$BIN_CACHE/kubernetes-$KUBERNETES_VERSION"
 ETCD_BIN="$BIN_CACHE/etcd-$ETCD_VERSION"
 HELM_BIN="$BIN_CACHE/helm-$HELM_VERSION"
 SEAWEEDFS_BIN="$BIN_CACHE/seaweedfs-$SEAWEEDFS_VERSION"
+CONTAINERD_BIN="$BIN_CACHE/containerd-$CONTAINERD_VERSION"
+CNI_BIN="$BIN_CACHE/cni-plugins-$CNI_PLUGINS_VERSION"
+COREDNS_BIN="$BIN_CACHE/coredns-$COREDNS_VERSION"
+CRI_TOOLS_BIN="$BIN_CACHE/cri-tools-$CRI_TOOLS_VERSION"
+REGISTRY_BIN="$BIN_CACHE/distribution-$DISTRIBUTION_VERSION"
+CRANE_BIN="$BIN_CACHE/crane-$GGCR_VERSION"
+# The pause binary (the kubelet's sandbox image), compiled from the Kubernetes source.
+PAUSE_BIN="$BIN_CACHE/pause-$KUBERNETES_VERSION"
 
 # Runtime state of a started cluster (ignored by git via /e2e/.cluster/).
 CLUSTER_STATE_DIR="$REPO_ROOT/e2e/.cluster"

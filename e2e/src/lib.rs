@@ -1,4 +1,5 @@
-//! Test harness: connects to the local control plane started by `e2e/cluster/up`.
+//! Test harness: connects to the local cluster started by `e2e/cluster/up` (control plane,
+//! S3 server, registry and a real node).
 //!
 //! Tests fail loudly when the cluster is not running: CI always starts it first
 //! (`e2e/cluster/install && e2e/cluster/up`).
@@ -8,6 +9,7 @@ pub mod crd;
 pub mod env;
 pub mod kubelet;
 pub mod namespace;
+pub mod node;
 pub mod port;
 pub mod process_kubelet;
 

@@ -49,15 +49,20 @@ impl Cluster {
         Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)
             .await?;
-        Ok(TestNamespace {
-            name,
-            cluster: self.clone(),
-            deleted: false,
-        })
+        Ok(TestNamespace::adopt(name, self.clone()))
     }
 }
 
 impl TestNamespace {
+    /// Takes charge of an existing namespace: deleted on drop.
+    pub fn adopt(name: String, cluster: Cluster) -> Self {
+        Self {
+            name,
+            cluster,
+            deleted: false,
+        }
+    }
+
     /// Deletes the namespace (without waiting for its finalizers).
     pub async fn delete(mut self) -> anyhow::Result<()> {
         self.deleted = true;

@@ -10,7 +10,6 @@ mod operator_common;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::Duration,
 };
@@ -27,10 +26,8 @@ use kube::{
     Api,
     api::{ListParams, PostParams},
 };
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path as Key,
-};
-use operator_common::{RunningOperator, install_crd, job_phase, wait};
+use object_store::{ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, path::Path as Key};
+use operator_common::{RunningOperator, install_crd, job_phase, merge, seed_inputs, wait};
 use serde_json::{Value, json};
 
 const BUCKET: &str = "megatron-e2e";
@@ -211,87 +208,6 @@ impl Run {
         self.kubelet.shutdown(Duration::from_secs(5)).await;
         self.ns.delete().await
     }
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(&k) {
-                    Some(slot) if v.is_object() => merge(slot, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, p) => *b = p,
-    }
-}
-
-/// Makes the tiny model (a Megatron-LM checkpoint at TP 2, the example's architecture) and the tiny
-/// SQuAD data with the repository's Python helpers, and uploads them under `prefix`.
-async fn seed_inputs(store: &Arc<dyn ObjectStore>, prefix: &str, work: &Path) -> Result<()> {
-    let python = std::env::var("MEGATRON_PYTHON")
-        .context("MEGATRON_PYTHON is not set: run `eval \"$(scripts/torch-env)\"` first")?;
-    let root = e2e::workspace_root();
-    let _ = std::fs::remove_dir_all(work);
-    let model = work.join("tiny-bert");
-    let data = work.join("data");
-    for (script, args) in [
-        (
-            root.join("e2e/tests/python/tiny_megatron_bert.py"),
-            vec![model.display().to_string()],
-        ),
-        (
-            root.join("trainer-image/tests/python/data_make_datasets.py"),
-            vec![
-                "--out".into(),
-                data.display().to_string(),
-                "--train".into(),
-                "64".into(),
-                "--dev".into(),
-                "16".into(),
-            ],
-        ),
-    ] {
-        let out = Command::new(&python).arg(&script).args(&args).output()?;
-        ensure!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let mut files = vec![
-        (
-            data.join("squad/train.json"),
-            "squad-tiny/train.json".to_owned(),
-        ),
-        (
-            data.join("squad/dev.json"),
-            "squad-tiny/dev.json".to_owned(),
-        ),
-    ];
-    for rel in [
-        "latest_checkpointed_iteration.txt",
-        "iter_0000100/mp_rank_00/model_optim_rng.pt",
-        "iter_0000100/mp_rank_01/model_optim_rng.pt",
-    ] {
-        files.push((model.join(rel), format!("tiny-bert/{rel}")));
-    }
-    for (local, key) in files {
-        let bytes =
-            std::fs::read(&local).with_context(|| format!("reading {}", local.display()))?;
-        store
-            .put(
-                &Key::from(format!("{prefix}/{key}")),
-                PutPayload::from(bytes),
-            )
-            .await
-            .with_context(|| format!("uploading {key} to the local S3 server"))?;
-    }
-    Ok(())
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ pub struct OperatorConfig {
     pub shm_size: String,
 
     /// UID/GID trainer containers run as (they must not run as root).
-    #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 1000)]
+    #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 65532)]
     pub trainer_uid: i64,
 
     /// Address of the /metrics, /healthz and /readyz server.

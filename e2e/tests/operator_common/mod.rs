@@ -2,9 +2,16 @@
 //! the CRD, a namespace and a fake node per test, the operator running in-process, and specs.
 #![allow(dead_code)]
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use crds::MegatronFineTune;
 use e2e::kubelet::FakeKubelet;
 use k8s_openapi::{
@@ -18,6 +25,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use megatron_operator::{Metrics, Operator, OperatorConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as Key};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -311,7 +319,8 @@ pub fn spec(node: &str, patch: Value) -> Value {
     base
 }
 
-fn merge(base: &mut Value, patch: Value) {
+/// JSON merge of `patch` over `base` (objects merge key by key; anything else replaces).
+pub fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
@@ -423,4 +432,69 @@ impl RunningOperator {
     pub fn finished(&self) -> bool {
         self.handle.is_finished()
     }
+}
+
+/// Makes the tiny model (a Megatron-LM checkpoint at TP 2, the example's architecture) and the tiny
+/// SQuAD data with the repository's Python helpers, and uploads them under `prefix`.
+pub async fn seed_inputs(store: &Arc<dyn ObjectStore>, prefix: &str, work: &Path) -> Result<()> {
+    let python = std::env::var("MEGATRON_PYTHON")
+        .context("MEGATRON_PYTHON is not set: run `eval \"$(scripts/torch-env)\"` first")?;
+    let root = e2e::workspace_root();
+    let _ = std::fs::remove_dir_all(work);
+    let model = work.join("tiny-bert");
+    let data = work.join("data");
+    for (script, args) in [
+        (
+            root.join("e2e/tests/python/tiny_megatron_bert.py"),
+            vec![model.display().to_string()],
+        ),
+        (
+            root.join("trainer-image/tests/python/data_make_datasets.py"),
+            vec![
+                "--out".into(),
+                data.display().to_string(),
+                "--train".into(),
+                "64".into(),
+                "--dev".into(),
+                "16".into(),
+            ],
+        ),
+    ] {
+        let out = Command::new(&python).arg(&script).args(&args).output()?;
+        ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut files = vec![
+        (
+            data.join("squad/train.json"),
+            "squad-tiny/train.json".to_owned(),
+        ),
+        (
+            data.join("squad/dev.json"),
+            "squad-tiny/dev.json".to_owned(),
+        ),
+    ];
+    for rel in [
+        "latest_checkpointed_iteration.txt",
+        "iter_0000100/mp_rank_00/model_optim_rng.pt",
+        "iter_0000100/mp_rank_01/model_optim_rng.pt",
+    ] {
+        files.push((model.join(rel), format!("tiny-bert/{rel}")));
+    }
+    for (local, key) in files {
+        let bytes =
+            std::fs::read(&local).with_context(|| format!("reading {}", local.display()))?;
+        store
+            .put(
+                &Key::from(format!("{prefix}/{key}")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .with_context(|| format!("uploading {key} to the local S3 server"))?;
+    }
+    Ok(())
 }

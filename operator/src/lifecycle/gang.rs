@@ -17,7 +17,8 @@ pub const EXIT_INVALID_INPUT: i32 = 2;
 pub struct RankFailure {
     /// Pod name.
     pub pod: String,
-    /// Condition/event reason: `RankFailed`, `InvalidInput`, `PodFailed`, `NodeNotReady`.
+    /// Condition/event reason: `RankFailed`, `OOMKilled`, `InvalidInput`, `PodFailed`,
+    /// `NodeNotReady`.
     pub reason: &'static str,
     /// Container exit code, when one exited.
     pub exit_code: Option<i32>,
@@ -69,8 +70,15 @@ fn node_not_ready_since(node: Option<&Node>) -> Option<Option<Timestamp>> {
     (ready.status != "True").then(|| ready.last_transition_time.as_ref().map(|t| t.0))
 }
 
-fn terminated_failure(pod: &str, terminated: &ContainerStateTerminated) -> RankFailure {
+fn terminated_failure(
+    pod: &str,
+    terminated: &ContainerStateTerminated,
+    memory_limit: Option<&str>,
+) -> RankFailure {
     let code = terminated.exit_code;
+    if terminated.reason.as_deref() == Some("OOMKilled") {
+        return oom_failure(pod, code, memory_limit);
+    }
     let detail = terminated
         .message
         .as_deref()
@@ -95,6 +103,41 @@ fn terminated_failure(pod: &str, terminated: &ContainerStateTerminated) -> RankF
             retryable: true,
         }
     }
+}
+
+/// The kernel killed the trainer for exceeding its memory limit: say which container, the
+/// limit, and what to change (retried like any rank failure, within `maxRestarts`).
+fn oom_failure(pod: &str, code: i32, memory_limit: Option<&str>) -> RankFailure {
+    let limit = memory_limit.map_or_else(
+        || "its memory limit".to_owned(),
+        |l| format!("its memory limit of {l}"),
+    );
+    RankFailure {
+        pod: pod.to_owned(),
+        reason: "OOMKilled",
+        exit_code: Some(code),
+        message: format!(
+            "rank pod {pod}: container {CONTAINER} was OOM-killed (exit code {code}) for using more \
+             than {limit}; raise spec.pod.resources.limits.memory (and requests.memory), or lower \
+             training.microBatchSize or task.maxSeqLength"
+        ),
+        retryable: true,
+    }
+}
+
+/// The trainer container's memory limit as written in the pod (e.g. `2Gi`).
+fn memory_limit(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .map(|q| q.0.as_str())
 }
 
 /// A failure of one pod of the current attempt, if it has one.
@@ -129,7 +172,7 @@ fn pod_failure(pod: &Pod, name: &str) -> Option<RankFailure> {
         .into_iter()
         .flatten()
         .find(|t| t.exit_code != 0)
-        .map(|t| terminated_failure(name, t))
+        .map(|t| terminated_failure(name, t, memory_limit(pod)))
         .or_else(|| {
             (container.restart_count > 0 || now.is_some()).then(|| RankFailure {
                 pod: name.to_owned(),
@@ -254,6 +297,53 @@ mod tests {
                 }]),
                 ..PodStatus::default()
             }),
+        }
+    }
+
+    #[test]
+    fn an_oom_killed_rank_names_the_container_its_limit_and_the_fix() {
+        let mut p = pod("job-0", 0, "n1");
+        p.spec.as_mut().unwrap().containers = vec![k8s_openapi::api::core::v1::Container {
+            name: CONTAINER.into(),
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("96Mi".into()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        let status = &mut p
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0];
+        status.restart_count = 1;
+        status.last_state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("OOMKilled".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let failure = pod_failure(&p, "job-0").expect("an OOM kill is a failure");
+        assert_eq!(failure.reason, "OOMKilled");
+        assert!(failure.retryable);
+        for part in [
+            "container trainer",
+            "OOM-killed",
+            "96Mi",
+            "spec.pod.resources.limits.memory",
+        ] {
+            assert!(
+                failure.message.contains(part),
+                "{part:?} in {}",
+                failure.message
+            );
         }
     }
 

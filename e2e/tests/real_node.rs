@@ -1,0 +1,497 @@
+//! The real node, as a user runs the product: the operator installed by Helm from its chart
+//! and image, rank pods as containers (containerd + runc) on the kubelet's node, meeting over
+//! the pod network through the headless Service's DNS names, under Pod Security `restricted`.
+//!
+//! Run: `make images && source e2e/.cluster/env && eval "$(scripts/torch-env)" &&
+//! cargo test -p e2e --test real_node` (root: the tests read containers through CRI).
+
+mod operator_common;
+
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use crds::{MegatronFineTune, MegatronFineTuneStatus};
+use e2e::{
+    Cluster, TestNamespace,
+    node::{ContainerWatch, HelmRelease, Images},
+};
+use futures::TryStreamExt;
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use object_store::{ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, path::Path as Key};
+use operator_common::{install_crd, job_phase, merge, seed_inputs, wait};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "megatron-e2e";
+/// The uid the chart runs trainer containers as (values.yaml `trainer.uid`, the Dockerfile's USER).
+const TRAINER_UID: u64 = 65532;
+const LONG: Duration = Duration::from_secs(900);
+
+/// One test's world on the real node: a restricted namespace with the S3 Secret and inputs,
+/// and the operator installed there by Helm.
+struct NodeRun {
+    cluster: Cluster,
+    ns: TestNamespace,
+    release: Option<HelmRelease>,
+    store: Arc<dyn ObjectStore>,
+    containers: ContainerWatch,
+}
+
+impl NodeRun {
+    async fn start(prefix: &str, helm_sets: &[&str]) -> Result<Self> {
+        let cluster = Cluster::connect().await?;
+        install_crd(&cluster.client).await?;
+        let ns = cluster.restricted_namespace(prefix).await?;
+        let env = &cluster.env;
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "s3-credentials" },
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID")?,
+                "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY")?,
+            },
+        }))?;
+        Api::<Secret>::namespaced(cluster.client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(env.s3_endpoint()?)
+                .with_allow_http(true)
+                .with_region(env.get("AWS_REGION").unwrap_or("us-east-1"))
+                .with_bucket_name(BUCKET)
+                .with_access_key_id(env.get("AWS_ACCESS_KEY_ID")?)
+                .with_secret_access_key(env.get("AWS_SECRET_ACCESS_KEY")?)
+                .build()?,
+        );
+        let work = e2e::workspace_root()
+            .join("e2e/.cluster/real-node-tests")
+            .join(&ns.name);
+        seed_inputs(&store, &ns.name, &work).await?;
+        let sets: Vec<String> = helm_sets.iter().map(|s| s.to_string()).collect();
+        let release = HelmRelease::install(&cluster, &ns.name, &sets)?;
+        let containers = ContainerWatch::start(&cluster, &ns.name);
+        Ok(Self {
+            cluster,
+            ns,
+            release: Some(release),
+            store,
+            containers,
+        })
+    }
+
+    fn jobs(&self) -> Api<MegatronFineTune> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns.name)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns.name)
+    }
+
+    /// examples/tiny-cpu-squad.yaml on this run's inputs, one rank per pod (each rank its own
+    /// container), small CPU requests so several tests' gangs fit the node; `patch` on top.
+    async fn create(&self, name: &str, patch: Value) -> Result<MegatronFineTune> {
+        let example =
+            std::fs::read_to_string(e2e::workspace_root().join("examples/tiny-cpu-squad.yaml"))?;
+        let mut job: Value =
+            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&example)?)?;
+        job["metadata"] = json!({ "name": name, "namespace": self.ns.name });
+        let p = &self.ns.name;
+        merge(
+            &mut job["spec"],
+            json!({
+                "model": { "checkpoint": { "location": format!("s3://{BUCKET}/{p}/tiny-bert/") } },
+                "data": {
+                    "train": format!("s3://{BUCKET}/{p}/squad-tiny/train.json"),
+                    "validation": format!("s3://{BUCKET}/{p}/squad-tiny/dev.json"),
+                },
+                "training": { "maxSteps": 40, "validationIntervalSteps": 20 },
+                "storage": {
+                    "endpoint": self.cluster.env.s3_endpoint()?,
+                    "bucket": BUCKET,
+                    "prefix": format!("{p}/runs"),
+                },
+                "parallelism": { "ranksPerPod": 1 },
+                "pod": { "resources": { "requests": { "cpu": "100m", "memory": "512Mi" } } },
+            }),
+        );
+        merge(&mut job["spec"], patch);
+        let job: MegatronFineTune = serde_json::from_value(job)?;
+        Ok(self.jobs().create(&PostParams::default(), &job).await?)
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) -> Result<MegatronFineTuneStatus> {
+        let jobs = self.jobs();
+        let outcome = wait(&format!("{name} to be {phase}"), LONG, || async {
+            let job = jobs.get(name).await?;
+            let now = job_phase(&job);
+            ensure!(
+                now != "Failed" || phase == "Failed",
+                "{name} failed: {:?}",
+                job.status.as_ref().map(|s| &s.conditions)
+            );
+            Ok(now == phase)
+        })
+        .await;
+        if let Err(e) = outcome {
+            self.dump(name).await;
+            return Err(e);
+        }
+        jobs.get(name).await?.status.context("status")
+    }
+
+    /// Waits until the job's status names a checkpoint at `step` or later.
+    async fn wait_checkpoint(&self, name: &str, step: i64) -> Result<MegatronFineTuneStatus> {
+        let jobs = self.jobs();
+        wait(&format!("{name}'s checkpoint {step}"), LONG, || async {
+            let job = jobs.get(name).await?;
+            ensure!(job_phase(&job) != "Failed", "failed: {:?}", job.status);
+            Ok(job
+                .status
+                .and_then(|s| s.latest_checkpoint)
+                .is_some_and(|c| c.step >= step))
+        })
+        .await?;
+        jobs.get(name).await?.status.context("status")
+    }
+
+    /// The job's pods by name and uid (the gang as the API has it now).
+    async fn gang(&self, name: &str) -> Result<BTreeSet<(String, String)>> {
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("megatron.dev/job-name={name}")))
+            .await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .map(|p| (p.metadata.name.unwrap(), p.metadata.uid.unwrap()))
+            .collect())
+    }
+
+    async fn wait_pods_running(&self, name: &str, n: usize) -> Result<Vec<Pod>> {
+        let pods = self.pods();
+        let selector = format!("megatron.dev/job-name={name}");
+        wait(&format!("{n} running pods of {name}"), LONG, || async {
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            Ok(list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && p.metadata.deletion_timestamp.is_none()
+                })
+                .count()
+                == n)
+        })
+        .await?;
+        Ok(pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items)
+    }
+
+    async fn dump(&self, name: &str) {
+        if let Ok(job) = self.jobs().get(name).await {
+            eprintln!(
+                "job status: {}",
+                serde_json::to_string_pretty(&job.status).unwrap_or_default()
+            );
+        }
+        if let Ok(out) =
+            self.cluster
+                .kubectl_output(&["get", "pods,events", "-n", &self.ns.name, "-o", "wide"])
+        {
+            eprintln!("{out}");
+        }
+    }
+
+    async fn object_exists(&self, uri: &str) -> Result<u64> {
+        let key = uri
+            .strip_prefix(&format!("s3://{BUCKET}/"))
+            .with_context(|| format!("{uri} is not in bucket {BUCKET}"))?;
+        Ok(self.store.head(&Key::from(key)).await?.size)
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        if let Some(release) = self.release.take() {
+            release.uninstall()?;
+        }
+        self.ns.delete().await
+    }
+}
+
+fn in_pod_network(ip: &str) -> bool {
+    ip.parse::<Ipv4Addr>()
+        .is_ok_and(|a| a.octets()[..2] == [198, 18] && a != Ipv4Addr::new(198, 18, 0, 1))
+}
+
+#[tokio::test]
+async fn the_demo_job_runs_as_containers_on_the_real_node() -> Result<()> {
+    let run = NodeRun::start("node-demo", &[]).await?;
+    let node = run.cluster.env.get("MEGATRON_NODE_NAME")?.to_owned();
+
+    // Pod Security `restricted` is enforced here: a root pod is refused (asked as a
+    // server-side dry run, which admission sees like a real create).
+    let root_pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "root" },
+        "spec": { "containers": [{ "name": "c", "image": Images::load()?.trainer,
+                  "securityContext": { "runAsUser": 0 } }] },
+    }))?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let refused = run.pods().create(&dry_run, &root_pod).await;
+    ensure!(
+        format!("{refused:?}").contains("violates PodSecurity \"restricted"),
+        "a root pod was not refused by Pod Security admission: {refused:?}"
+    );
+
+    run.create("tiny", json!({})).await?;
+    let pods = run.wait_pods_running("tiny", 2).await?;
+    let ips: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    ensure!(
+        ips.len() == 2 && ips.iter().all(|ip| in_pod_network(ip)),
+        "each rank pod has its own pod-network address: {ips:?}"
+    );
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(node.as_str()));
+        assert_eq!(spec.containers.len(), 1, "one rank, one container");
+    }
+    let status = run.wait_phase("tiny", "Succeeded").await?;
+    assert_eq!(status.restarts, 0);
+    assert_eq!(status.progress.as_ref().map(|p| p.step), Some(40));
+    let nemo = status
+        .artifacts
+        .as_ref()
+        .and_then(|a| a.nemo.clone())
+        .context("status.artifacts.nemo")?;
+    assert!(run.object_exists(nemo.uri.as_str()).await? > 1_000_000);
+
+    // As the container runtime saw them: each rank its own container, in its own network
+    // namespace, as the chart's non-root uid.
+    let trainers: Vec<_> = run
+        .containers
+        .seen()
+        .into_iter()
+        .filter(|c| c.name == "trainer")
+        .collect();
+    let ranks: BTreeSet<&str> = trainers.iter().map(|c| c.pod.as_str()).collect();
+    assert_eq!(ranks, BTreeSet::from(["tiny-0", "tiny-1"]), "{trainers:?}");
+    for c in &trainers {
+        assert_eq!(c.uid, Some(TRAINER_UID), "{c:?}");
+        assert!(
+            c.netns.as_deref().is_some_and(|n| !n.is_empty()),
+            "own network namespace: {c:?}"
+        );
+    }
+    let netns: BTreeSet<_> = trainers.iter().map(|c| c.netns.clone()).collect();
+    assert_eq!(
+        netns.len(),
+        2,
+        "two pods, two network namespaces: {trainers:?}"
+    );
+    run.finish().await
+}
+
+#[tokio::test]
+async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_result() -> Result<()>
+{
+    let run = NodeRun::start("node-kill", &[]).await?;
+    let patch = json!({
+        "training": { "maxSteps": 80, "validationIntervalSteps": 40 },
+        "checkpointing": { "intervalSteps": 20, "keepLast": 2 },
+        "runPolicy": { "backoff": { "initialSeconds": 1, "maxSeconds": 2 } },
+    });
+    run.create("reference", patch.clone()).await?;
+    run.create("killed", patch).await?;
+    let before = run.wait_checkpoint("killed", 20).await?;
+    ensure!(
+        before.progress.as_ref().is_some_and(|p| p.step < 80),
+        "training ended before a rank could be killed: {:?}",
+        before.progress
+    );
+    // SIGKILL rank 1's process in its container, as the kernel's OOM killer would.
+    let rank1 = run
+        .containers
+        .of("killed-1", "trainer")
+        .first()
+        .and_then(|c| c.pid)
+        .context("rank 1's container pid (crictl inspect)")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rank1 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let checkpoint = before.latest_checkpoint.as_ref().unwrap().step;
+    eprintln!("killed rank 1 (host pid {rank1}) after checkpoint step {checkpoint}");
+
+    let killed = run.wait_phase("killed", "Succeeded").await?;
+    let reference = run.wait_phase("reference", "Succeeded").await?;
+    assert_eq!(killed.restarts, 1, "one gang restart");
+    assert_eq!(killed.result.as_ref().map(|r| r.attempt), Some(1));
+    assert!(killed.restart_checkpoint_step.unwrap_or_default() >= checkpoint);
+    assert_eq!(reference.restarts, 0);
+    // Resumed bit for bit: the same final metrics as the uninterrupted run.
+    let (k, r) = (
+        killed.metrics.clone().context("metrics")?,
+        reference.metrics.clone().context("metrics")?,
+    );
+    assert_eq!(k.train_loss, r.train_loss, "train loss");
+    assert_eq!(k.validation, r.validation, "validation metrics");
+    run.finish().await
+}
+
+#[tokio::test]
+async fn the_helm_operator_fails_over_to_its_second_replica_without_a_second_gang() -> Result<()> {
+    let run = NodeRun::start("node-failover", &["replicaCount=2"]).await?;
+    run.create(
+        "steady",
+        json!({ "training": { "maxSteps": 80 }, "checkpointing": { "intervalSteps": 40 } }),
+    )
+    .await?;
+    run.wait_pods_running("steady", 2).await?;
+    let gang = run.gang("steady").await?;
+    let leases: Api<Lease> = Api::namespaced(run.cluster.client.clone(), &run.ns.name);
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    let leader = holder(leases.get("megatron-operator").await?);
+    ensure!(!leader.is_empty(), "no leader holds the Lease");
+    Api::<Pod>::namespaced(run.cluster.client.clone(), &run.ns.name)
+        .delete(&leader, &DeleteParams::default())
+        .await?;
+    eprintln!("deleted the leader pod {leader}");
+    wait("another replica to lead", LONG, || async {
+        let now = holder(leases.get("megatron-operator").await?);
+        Ok(!now.is_empty() && now != leader)
+    })
+    .await?;
+    let status = run.wait_phase("steady", "Succeeded").await?;
+    assert_eq!(status.restarts, 0, "the new leader adopted the gang");
+    assert_eq!(status.result.as_ref().map(|r| r.attempt), Some(0));
+    let trainer_pods: BTreeSet<String> = run
+        .containers
+        .seen()
+        .into_iter()
+        .filter(|c| c.name == "trainer")
+        .map(|c| c.pod)
+        .collect();
+    let gang_pods: BTreeSet<String> = gang.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(trainer_pods, gang_pods, "no second gang ever ran");
+    run.finish().await
+}
+
+#[tokio::test]
+async fn an_oom_killed_rank_says_what_to_raise_and_stops_at_its_restart_budget() -> Result<()> {
+    let run = NodeRun::start("node-oom", &[]).await?;
+    run.create(
+        "small",
+        json!({
+            "runPolicy": { "maxRestarts": 1, "backoff": { "initialSeconds": 1, "maxSeconds": 1 } },
+            "pod": { "resources": { "requests": { "memory": "96Mi" }, "limits": { "memory": "96Mi" } } },
+        }),
+    )
+    .await?;
+    let status = run.wait_phase("small", "Failed").await?;
+    assert_eq!(
+        status.restarts, 1,
+        "one restart (maxRestarts: 1), then Failed"
+    );
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .context("a Failed condition")?;
+    for part in [
+        "OOM-killed",
+        "container trainer",
+        "96Mi",
+        "spec.pod.resources.limits.memory",
+    ] {
+        ensure!(
+            failed.message.contains(part),
+            "{part:?} in the Failed message: {}",
+            failed.message
+        );
+    }
+    // No crash loop: the failed gang's pods go and stay gone.
+    wait("the failed gang's pods to be gone", LONG, || async {
+        Ok(run.gang("small").await?.is_empty())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(run.gang("small").await?.is_empty(), "pods came back");
+    run.finish().await
+}
+
+#[tokio::test]
+async fn helm_upgrade_and_uninstall_leave_a_running_job_and_its_data_alone() -> Result<()> {
+    let mut run = NodeRun::start("node-helm", &[]).await?;
+    run.create(
+        "kept",
+        json!({ "training": { "maxSteps": 120 }, "checkpointing": { "intervalSteps": 20 } }),
+    )
+    .await?;
+    let first = run.wait_checkpoint("kept", 20).await?;
+    let gang = run.gang("kept").await?;
+    let checkpoint = first.latest_checkpoint.clone().unwrap();
+
+    // An upgrade rolls the operator's pod; the gang runs on untouched.
+    let release = run.release.take().unwrap();
+    release.upgrade(&["logLevel=debug".into()])?;
+    ensure!(
+        run.gang("kept").await? == gang,
+        "the upgrade replaced the gang"
+    );
+
+    // Uninstalling the operator keeps the CRD, the job, its pods and its data.
+    release.uninstall()?;
+    run.cluster
+        .kubectl_output(&["get", "crd", "megatronfinetunes.megatron.dev"])
+        .context("helm uninstall removed the CRD")?;
+    let job = run.jobs().get("kept").await?;
+    ensure!(
+        run.gang("kept").await? == gang,
+        "uninstall touched the gang"
+    );
+    let kept = job.status.and_then(|s| s.latest_checkpoint);
+    ensure!(
+        kept.as_ref().is_some_and(|c| c.step >= checkpoint.step),
+        "the job's status lost its checkpoint: {kept:?}"
+    );
+    let files: Vec<_> = run
+        .store
+        .list(Some(&Key::from(
+            checkpoint
+                .uri
+                .as_str()
+                .trim_start_matches(&format!("s3://{BUCKET}/")),
+        )))
+        .try_collect()
+        .await?;
+    ensure!(
+        !files.is_empty(),
+        "checkpoint {} is gone from S3",
+        checkpoint.uri.as_str()
+    );
+
+    // Installed again, the operator finishes the same attempt.
+    run.release = Some(HelmRelease::install(&run.cluster, &run.ns.name, &[])?);
+    let status = run.wait_phase("kept", "Succeeded").await?;
+    assert_eq!(status.restarts, 0);
+    assert_eq!(status.progress.as_ref().map(|p| p.step), Some(120));
+    let nemo = status.artifacts.as_ref().and_then(|a| a.nemo.clone());
+    assert!(
+        run.object_exists(nemo.context("nemo")?.uri.as_str())
+            .await?
+            > 1_000_000
+    );
+    run.finish().await
+}
