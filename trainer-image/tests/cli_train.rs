@@ -282,3 +282,60 @@ fn evaluate_mode_scores_a_nemo_through_train() {
     );
     assert!(!dir.join("b/checkpoints/step-000000000001").exists());
 }
+
+/// `--validate-before-training` (here through its environment variable, as
+/// under the operator): the untrained model's validation is logged as step 0
+/// and named in the result's message next to the final one, the run is
+/// otherwise the same, and a resumed run does not repeat it.
+#[test]
+fn validation_before_training_is_reported_at_step_0() {
+    let dir = temp_dir("validate-first");
+    let spec = write(&dir, "spec.yaml", &spec_yaml(Task::QuestionAnswering, 3, 2));
+    let train = |out_dir: &str, validate_first: bool, extra: &[&str]| {
+        let mut cmd = trainer();
+        cmd.args(["train", "--random-init"])
+            .args(extra)
+            .arg("--config")
+            .arg(&spec)
+            .arg("--output-dir")
+            .arg(dir.join(out_dir));
+        if validate_first {
+            cmd.env("MEGATRON_VALIDATE_BEFORE_TRAINING", "1");
+        } else {
+            cmd.env_remove("MEGATRON_VALIDATE_BEFORE_TRAINING");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+
+    let out = train("first", true, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("validation at step 0 (before training): val_exact_match "),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("trained 3 steps; validation at step 0: val_exact_match ")
+            && stderr.contains("; validation at step 3: val_exact_match "),
+        "the result names both validations: {}",
+        text(&out)
+    );
+    // An evaluation only: the same training as without it.
+    train("plain", false, &[]);
+    assert_eq!(
+        metrics(&dir.join("first/artifacts/test_metrics.json")),
+        metrics(&dir.join("plain/artifacts/test_metrics.json"))
+    );
+
+    // Resumed at step 3: no second baseline.
+    let out = train("first", true, &["--max-steps", "4"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("resumed: the validation before training ran in an earlier attempt")
+            && !stderr.contains("validation at step 0"),
+        "{}",
+        text(&out)
+    );
+}

@@ -8,6 +8,7 @@
 //! terminated. `spec.mode: Evaluate` restores the .nemo and runs only the
 //! test split.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,7 @@ use megatron_trainer::job::{
 use megatron_trainer::model::gather_state_dict;
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
 use megatron_trainer::task::write_metrics_json;
-use megatron_trainer::train::{Trainer, TrainerConfig};
+use megatron_trainer::train::{TrainTask, Trainer, TrainerConfig};
 
 use super::args::JobArgs;
 use super::prepare::{self, Loaded, Session};
@@ -45,6 +46,16 @@ pub struct TrainArgs {
     /// print the effective spec as YAML.
     #[arg(long)]
     pub dry_run: bool,
+    /// Evaluate the validation split once before the first step: the
+    /// untrained model's metrics are reported as the validation at step 0
+    /// (log, TensorBoard, status) and named in the result's message next to
+    /// the final ones. Not repeated when the run resumes from a checkpoint.
+    #[arg(
+        long,
+        env = "MEGATRON_VALIDATE_BEFORE_TRAINING",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub validate_before_training: bool,
 }
 
 /// Runs `train`; returns the exit code.
@@ -199,7 +210,7 @@ fn run_job(
         &spec.training,
         &spec.checkpointing,
         topo.dp_size,
-        megatron_trainer::train::TrainTask::num_train_samples(&loaded.task),
+        TrainTask::num_train_samples(&loaded.task),
     )?;
     let Loaded {
         start,
@@ -218,7 +229,11 @@ fn run_job(
     if let Some(state) = state {
         trainer.restore(state)?;
     }
-    let outcome = {
+    let validate_first = args.validate_before_training && task.has_validation();
+    if args.validate_before_training && !validate_first {
+        tracing::warn!("--validate-before-training: the spec has no validation split");
+    }
+    let (baseline, outcome) = {
         let mut hooks = RunHooks {
             reporter,
             checkpointer: Some(&mut checkpointer),
@@ -229,7 +244,27 @@ fn run_job(
                 log: run_log,
             }),
         };
-        trainer.fit(&task, &mut hooks)?
+        let baseline = match &resume {
+            Some(point) if validate_first => {
+                tracing::info!(
+                    step = point.step,
+                    "resumed: the validation before training ran in an earlier attempt"
+                );
+                None
+            }
+            _ if validate_first => {
+                let metrics = trainer.validate_now(&task, &mut hooks)?;
+                if session.identity.is_rank0() {
+                    tracing::info!(
+                        "validation at step 0 (before training): {}",
+                        headline(task.task_type(), &metrics)
+                    );
+                }
+                Some(metrics)
+            }
+            _ => None,
+        };
+        (baseline, trainer.fit(&task, &mut hooks)?)
     };
     tracing::info!(
         steps = outcome.steps,
@@ -255,7 +290,7 @@ fn run_job(
         let n = outputs.publish_dir(session.inputs.runtime(), "tensorboard")?;
         tracing::debug!(files = n, "TensorBoard files published");
     }
-    let (reason, message) = if outcome.stopped_early {
+    let (reason, mut message) = if outcome.stopped_early {
         (
             "EarlyStopped",
             format!(
@@ -266,8 +301,34 @@ fn run_job(
     } else {
         ("Completed", format!("trained {} steps", outcome.steps))
     };
+    let task_type = loaded.task.task_type();
+    if let Some(before) = &baseline {
+        message += &format!("; validation at step 0: {}", headline(task_type, before));
+    }
+    if let Some(last) = &outcome.last_validation {
+        message += &format!(
+            "; validation at step {}: {}",
+            outcome.steps,
+            headline(task_type, last)
+        );
+    }
     reporter.finish(Outcome::Succeeded, reason, &message, Some(outcome.steps))?;
     Ok(0)
+}
+
+/// The task's headline validation metrics, e.g. `val_exact_match 12.5,
+/// val_f1 20.1` (question answering: exact match and F1; the classification
+/// tasks: accuracy and F1).
+fn headline(task: TaskType, metrics: &BTreeMap<String, f64>) -> String {
+    let names: &[&str] = match task {
+        TaskType::QuestionAnswering => &["val_exact_match", "val_f1"],
+        _ => &["val_accuracy", "val_f1"],
+    };
+    names
+        .iter()
+        .filter_map(|&n| metrics.get(n).map(|v| format!("{n} {v:.1}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn job_name(config: &JobConfig) -> String {

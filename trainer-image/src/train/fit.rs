@@ -483,16 +483,35 @@ impl Trainer {
         Ok((norm, !apply))
     }
 
+    /// Evaluates the validation split now and reports it through
+    /// [`TrainHooks::on_validation`] at the current step, without early
+    /// stopping or a checkpoint. Called before [`Self::fit`] on a fresh run it
+    /// gives the untrained model's baseline, the validation at step 0; it
+    /// changes nothing the run then does. Every rank of the run calls it.
+    pub fn validate_now(
+        &self,
+        task: &dyn TrainTask,
+        hooks: &mut dyn TrainHooks,
+    ) -> TrainResult<BTreeMap<String, f64>> {
+        let metrics = self.evaluate(task)?;
+        hooks.on_validation(self.step, self.epoch_of(self.position), &metrics)?;
+        Ok(metrics)
+    }
+
+    fn evaluate(&self, task: &dyn TrainTask) -> TrainResult<BTreeMap<String, f64>> {
+        tch::no_grad(|| {
+            with_autocast(self.cfg.precision, self.device, || {
+                task.validate(&self.model)
+            })
+        })
+    }
+
     fn validate(
         &mut self,
         task: &dyn TrainTask,
         hooks: &mut dyn TrainHooks,
     ) -> TrainResult<(BTreeMap<String, f64>, bool)> {
-        let metrics = tch::no_grad(|| {
-            with_autocast(self.cfg.precision, self.device, || {
-                task.validate(&self.model)
-            })
-        })?;
+        let metrics = self.evaluate(task)?;
         hooks.on_validation(self.step, self.epoch_of(self.position), &metrics)?;
         let stop = self.early_stop.observe(&metrics)?;
         Ok((metrics, stop))

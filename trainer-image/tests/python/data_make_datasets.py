@@ -5,10 +5,19 @@ Test data only: the fine-tuning tests use it to check that a model learns far
 above chance. Deterministic for a given --seed.
 
   python data_make_datasets.py --out DIR [--seed 0] [--train 400] [--dev 100] [--source FILE ...]
+                               [--squad-style cloze|facts] [--squad-filler 2]
 
 Writes, under DIR:
-  squad/{train,dev}.json           SQuAD v1.1: the question is a context sentence with
-                                   one word replaced by "what"; the answer is that word
+  squad/{train,dev}.json           SQuAD v1.1, --squad-style cloze (the default): the question
+                                   is a context sentence with one word replaced by "what"; the
+                                   answer is that word.
+                                   --squad-style facts: each context is --squad-filler source
+                                   sentences with two facts placed among them ("The year is
+                                   2007." / "The city is Paris."; six keys, each with values of
+                                   its own kind); each fact is asked for ("What is the year?").
+                                   The answer depends on the question and follows a fixed
+                                   pattern, so a tiny model initialised at random learns it in a
+                                   few hundred steps (examples/tiny-cpu-squad-demo.yaml)
   token_classification/{text_train,labels_train,text_dev,labels_dev}.txt
                                    NeMo format; labels: NUM (has a digit), CAP (capitalised),
                                    PUNCT (no letter or digit), O otherwise
@@ -79,6 +88,52 @@ def squad_split(rng, sources, n, prefix):
     return {"version": "1.1", "data": data}
 
 
+# Each key's values are of their own kind (and mostly absent from the source text), so the
+# model can tell which fact a question asks for from the value as well as from the key.
+FACT_VALUES = {
+    "year": lambda rng: str(rng.randint(1950, 2030)),
+    "version": lambda rng: f"{rng.randint(1, 9)}.{rng.randint(0, 9)}",
+    "date": lambda rng: f"{rng.randint(1, 28)} {rng.choice(MONTHS)}",
+    "author": lambda rng: rng.choice(NAMES),
+    "city": lambda rng: rng.choice(CITIES),
+    "colour": lambda rng: rng.choice(COLOURS),
+}
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "James",
+         "Karen", "Louis", "Maria", "Nora", "Oscar", "Peter", "Rachel", "Simon", "Teresa", "Victor"]
+CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Dublin", "Lisbon",
+          "Oslo", "Tokyo", "Cairo", "Boston", "Chicago", "Toronto", "Sydney", "Moscow", "Athens"]
+COLOURS = ["red", "green", "blue", "yellow", "black", "white", "orange", "purple", "brown", "grey"]
+
+
+def squad_facts_split(rng, sources, n, prefix, filler):
+    """Contexts of `filler` short source sentences with two "The <key> is <value>." facts
+    placed among them; one question per fact ("What is the <key>?")."""
+    sents = [s for _, ss in sources for s in ss if len(s.split()) <= 25]
+    keys_all = sorted(FACT_VALUES)
+    data, made = [], 0
+    while made < n:
+        keys = rng.sample(keys_all, 2)
+        vals = [FACT_VALUES[k](rng) for k in keys]
+        parts = rng.sample(sents, filler)
+        facts = [f"The {k} is {v}." for k, v in zip(keys, vals)]
+        for f in facts:
+            parts.insert(rng.randrange(len(parts) + 1), f)
+        context = " ".join(parts)
+        qas = []
+        for k, v, f in zip(keys, vals, facts):
+            if made >= n:
+                break
+            start = context.index(f) + len(f"The {k} is ")
+            assert context[start : start + len(v)] == v
+            qas.append({"id": f"{prefix}{made}", "question": f"What is the {k}?",
+                        "answers": [{"text": v, "answer_start": start}]})
+            made += 1
+        data.append({"title": f"facts-{len(data)}", "paragraphs": [{"context": context, "qas": qas}]})
+    return {"version": "1.1", "data": data}
+
+
 def word_label(w):
     if any(c.isdigit() for c in w):
         return "NUM"
@@ -140,6 +195,11 @@ def main():
     ap.add_argument("--train", type=int, default=400)
     ap.add_argument("--dev", type=int, default=100)
     ap.add_argument("--source", nargs="*")
+    ap.add_argument("--squad-style", choices=["cloze", "facts"], default="cloze",
+                    help="cloze: a sentence with one word asked for (default); facts: key/value "
+                         "facts among source sentences, learnable from scratch in a few hundred steps")
+    ap.add_argument("--squad-filler", type=int, default=2,
+                    help="source sentences per context besides the two facts (--squad-style facts)")
     args = ap.parse_args()
     paths = args.source or [
         p for p in (os.path.join("/usr/share/common-licenses", n) for n in DEFAULT_SOURCES) if os.path.exists(p)
@@ -154,7 +214,10 @@ def main():
     os.makedirs(f"{out}/squad", exist_ok=True)
     for split, n in (("train", args.train), ("dev", args.dev)):
         with open(f"{out}/squad/{split}.json", "w", encoding="utf-8") as f:
-            json.dump(squad_split(rng, sources, n, f"{split}-q"), f)
+            if args.squad_style == "facts":
+                json.dump(squad_facts_split(rng, sources, n, f"{split}-q", args.squad_filler), f)
+            else:
+                json.dump(squad_split(rng, sources, n, f"{split}-q"), f)
 
     os.makedirs(f"{out}/token_classification", exist_ok=True)
     for split, n in (("train", args.train), ("dev", args.dev)):
