@@ -10,8 +10,8 @@ CRD_FILE    := crds/megatron.dev_megatronfinetunes.yaml
 .PHONY: help prereqs python-env cluster-install cluster-up cluster-down build images crd test lint demo
 
 help:
-	@echo "make demo    - build everything, start the local control plane and S3 server, run the tiny CPU fine-tune"
-	@echo "make test    - every test (starts the local control plane and S3 server first)"
+	@echo "make demo    - build everything, start the local cluster (real node), helm install the operator, run the CPU fine-tune"
+	@echo "make test    - every test (starts the local cluster and pushes the images first)"
 	@echo "make lint    - cargo fmt --check and clippy -D warnings"
 	@echo "make crd     - regenerate $(CRD_FILE) (and the chart's copy) from the Rust types"
 	@echo "make images  - build the operator and CPU trainer images and push them to the local registry"
@@ -53,3 +53,8 @@ test: python-env cluster-up images
 
 demo: python-env cluster-up
 	$(TORCH_ENV); $(CLUSTER_ENV); scripts/demo
+
+# The device bundle for scripts/gpu-check (docs/gpu.md): release gpu_check + scripts in .gpu/.
+.PHONY: gpu-bundle
+gpu-bundle: python-env
+	scripts/gpu-bundle

@@ -271,31 +271,30 @@ unmount_below() {
   local dir=$1 mnt
   [[ -d $dir ]] || return 0
   awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done || true
 }
 
 # Deletes the kube chains the kubelet and kube-proxy made, in every iptables table,
-# and their nftables tables.
+# their nftables tables, and our guard rule. (Callers run with pipefail: a grep that
+# finds nothing must not end the script, hence the `|| true`s.)
 remove_kube_rules() {
-  local table chain
+  local table chain rules chains rule
   for table in filter nat mangle raw; do
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A .*(-j|--jump) KUBE-' |
-      sed 's/^-A /-D /' | while read -r rule; do
-      # shellcheck disable=SC2086  # the rule is iptables-save syntax, word-split on purpose
-      eval iptables -t "$table" $rule 2>/dev/null || true
-    done
-    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }'); do
-      iptables -t "$table" -F "$chain" 2>/dev/null || true
-    done
-    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }'); do
-      iptables -t "$table" -X "$chain" 2>/dev/null || true
-    done
+    rules=$(iptables -t "$table" -S 2>/dev/null | grep -E '^-A .*(-j|--jump) KUBE-' || true)
+    while read -r rule; do
+      [[ -n $rule ]] || continue
+      # shellcheck disable=SC2086  # iptables-save syntax, word-split on purpose
+      eval iptables -t "$table" "-D ${rule#-A }" 2>/dev/null || true
+    done <<<"$rules"
+    chains=$(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }' || true)
+    for chain in $chains; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
+    for chain in $chains; do iptables -t "$table" -X "$chain" 2>/dev/null || true; done
   done
   iptables -t raw -D "${GUARD_RULE[@]}" 2>/dev/null || true
   if command -v nft >/dev/null; then
     nft list tables 2>/dev/null | awk '$3 ~ /^kube/ { print $2, $3 }' | while read -r family name; do
       nft delete table "$family" "$name" 2>/dev/null || true
-    done
+    done || true
   fi
 }
 
@@ -397,6 +396,19 @@ apply_coredns() {
     -e "s#@CLUSTER_DNS_IP@#$CLUSTER_DNS_IP#" -e "s#@CLUSTER_DOMAIN@#$CLUSTER_DOMAIN#" \
     "$CLUSTER_SCRIPTS_DIR/manifests/coredns.yaml" | kubectl_admin apply -f - >/dev/null
 }
+# Ready = the cluster DNS Service answers `kubernetes.default.svc` with the kubernetes
+# Service's address, asked from the host through kube-proxy's rules (a real DNS query).
 coredns_ready() {
-  [[ $(kubectl_admin -n kube-system get deployment coredns -o jsonpath='{.status.readyReplicas}') == 1 ]]
+  python3 - "$CLUSTER_DNS_IP" "kubernetes.default.svc.$CLUSTER_DOMAIN" "$KUBERNETES_SERVICE_IP" <<'EOF'
+import socket, struct, sys
+server, name, want = sys.argv[1:]
+query = struct.pack(">HHHHHH", 0x4d45, 0x0100, 1, 0, 0, 0)
+query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+query += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(query, (server, 53))
+reply = s.recv(512)
+sys.exit(0 if socket.inet_aton(want) in reply[len(query):] else 1)
+EOF
 }
