@@ -7,8 +7,9 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PYTHON_PRINT: &str = "import torch\nfrom torch.utils import cpp_extension\n\
+const PYTHON_PRINT: &str = "import os, torch\nfrom torch.utils import cpp_extension\n\
 print('CXX11:', torch._C._GLIBCXX_USE_CXX11_ABI)\n\
+print('LIB:', os.path.join(os.path.dirname(torch.__file__), 'lib'))\n\
 for p in cpp_extension.include_paths():\n    print('INCLUDE:', p)\n";
 
 fn env_rerun(name: &str) -> Option<String> {
@@ -22,7 +23,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/rng_state.cpp");
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     println!("cargo:rerun-if-changed=build.rs");
-    let (includes, cxx11_abi) = if env_rerun("LIBTORCH_USE_PYTORCH").is_some() {
+    let (includes, cxx11_abi, lib_dir) = if env_rerun("LIBTORCH_USE_PYTORCH").is_some() {
         let python = env_rerun("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|| "python3".into());
         let out = Command::new(&python)
             .args(["-c", PYTHON_PRINT])
@@ -33,9 +34,13 @@ fn main() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let mut includes = Vec::new();
         let mut abi = None;
+        let mut lib_dir = None;
         for line in stdout.lines() {
             if let Some(p) = line.strip_prefix("INCLUDE: ") {
                 includes.push(PathBuf::from(p));
+            }
+            if let Some(p) = line.strip_prefix("LIB: ") {
+                lib_dir = Some(PathBuf::from(p));
             }
             match line.strip_prefix("CXX11: ") {
                 Some("True") => abi = Some("1".to_string()),
@@ -49,7 +54,7 @@ fn main() {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        (includes, abi)
+        (includes, abi, lib_dir)
     } else {
         let root = env_rerun("LIBTORCH_INCLUDE")
             .or_else(|| env_rerun("LIBTORCH"))
@@ -62,8 +67,10 @@ fn main() {
                 root.join("include/torch/csrc/api/include"),
             ],
             abi,
+            Some(root.join("lib")),
         )
     };
+    link_torch_cuda(lib_dir);
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -77,4 +84,23 @@ fn main() {
         .file("csrc/rng_state.cpp")
         .file("csrc/fused_adamw.cpp")
         .compile("megatron_tp_shim");
+}
+
+/// Keeps `libtorch_cuda` among the binaries' needed libraries. torch-sys
+/// links it, but nothing references its symbols (it registers the CUDA
+/// backend from static initializers), so the linker's default `--as-needed`
+/// drops it: the binaries then run CPU-only even on a GPU machine ("Could not
+/// run 'aten::empty.memory_format' with arguments from the 'CUDA' backend").
+/// The NEEDED entry is the library's soname, found at run time through
+/// `LD_LIBRARY_PATH` like the rest of libtorch. CPU-only libtorch: nothing.
+fn link_torch_cuda(lib_dir: Option<PathBuf>) {
+    let Some(lib) = lib_dir.map(|d| d.join("libtorch_cuda.so")) else {
+        return;
+    };
+    if lib.exists() {
+        println!(
+            "cargo:rustc-link-arg=-Wl,--no-as-needed,{},--as-needed",
+            lib.display()
+        );
+    }
 }
