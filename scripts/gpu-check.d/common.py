@@ -68,9 +68,13 @@ def versions():
 
 
 def is_oom(err):
-    """Whether an exception is an out-of-memory (the only failure a batch search may absorb)."""
+    """Whether an exception is an out-of-memory (the only failure a batch search may
+    absorb): the caching allocator's, or cuBLAS/cuDNN failing to allocate on a full card."""
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    return isinstance(err, oom) or "out of memory" in str(err).lower()
+    text = str(err).lower()
+    return isinstance(err, oom) or any(
+        m in text for m in ("out of memory", "status_alloc_failed", "not_enough_workspace")
+    )
 
 
 def write_json(path, obj):

@@ -50,19 +50,20 @@ def build(args, device):
     from transformers.models.megatron_bert import modeling_megatron_bert as hf
 
     model, attn = None, args.attn
-    if args.attn in ("auto", "sdpa"):
-        try:
-            model = MegatronBertForQuestionAnswering(common.hf_config(args, dropout=0.1, attn="sdpa"))
-        except ValueError:  # "does not support an attention implementation through sdpa yet"
-            if args.attn == "sdpa":
-                raise
-            hf.MegatronBertSelfAttention.forward = sdpa_forward
-            attn = f"eager module, SDPA patched in (transformers {transformers.__version__} has no SDPA for MegatronBert)"
-    if model is None:
-        model = MegatronBertForQuestionAnswering(common.hf_config(args, dropout=0.1, attn="eager"))
-        attn = attn if attn != "auto" else "eager"
-    else:
-        attn = model.config._attn_implementation
+    with device:  # parameters made (and initialized) on the device
+        if args.attn in ("auto", "sdpa"):
+            try:
+                model = MegatronBertForQuestionAnswering(common.hf_config(args, dropout=0.1, attn="sdpa"))
+            except ValueError:  # "does not support an attention implementation through sdpa yet"
+                if args.attn == "sdpa":
+                    raise
+                hf.MegatronBertSelfAttention.forward = sdpa_forward
+                attn = f"eager module, SDPA patched in (transformers {transformers.__version__} has no SDPA for MegatronBert)"
+        if model is None:
+            model = MegatronBertForQuestionAnswering(common.hf_config(args, dropout=0.1, attn="eager"))
+            attn = attn if attn != "auto" else "eager"
+        else:
+            attn = model.config._attn_implementation
     model.to(device).train()
     no_decay = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
     no_decay |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}

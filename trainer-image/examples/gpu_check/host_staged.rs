@@ -10,7 +10,9 @@ use std::sync::Arc;
 use megatron_trainer::comm::{CommError, ProcessGroup};
 use tch::{Device, Tensor};
 
-/// A process group whose collectives on CUDA tensors go through the CPU ring of `inner`.
+/// A process group whose collectives go through the CPU ring of `inner` on
+/// host copies. CPU tensors take the same path (their "copy" is the tensor
+/// itself), so the CPU rehearsal runs this code too.
 #[derive(Debug)]
 pub struct HostStaged {
     inner: Arc<dyn ProcessGroup>,
@@ -39,9 +41,6 @@ impl ProcessGroup for HostStaged {
     }
 
     fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), CommError> {
-        if t.device() == Device::Cpu {
-            return self.inner.all_reduce_sum(t);
-        }
         let err = |e| staging_error("all_reduce_sum", e);
         let mut host = t
             .f_to_device(Device::Cpu)
@@ -53,9 +52,6 @@ impl ProcessGroup for HostStaged {
     }
 
     fn all_gather_cat(&self, t: &Tensor, dim: i64) -> Result<Tensor, CommError> {
-        if t.device() == Device::Cpu {
-            return self.inner.all_gather_cat(t, dim);
-        }
         let err = |e| staging_error("all_gather_cat", e);
         let host = t.f_to_device(Device::Cpu).map_err(err)?;
         self.inner
@@ -65,9 +61,6 @@ impl ProcessGroup for HostStaged {
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), CommError> {
-        if t.device() == Device::Cpu {
-            return self.inner.broadcast(t, root);
-        }
         let err = |e| staging_error("broadcast", e);
         let mut host = t
             .f_to_device(Device::Cpu)

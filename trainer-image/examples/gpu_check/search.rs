@@ -63,10 +63,24 @@ fn probe(a: &Args, batch: i64) -> Result<bool> {
     if f.success {
         return Ok(true);
     }
-    if !f.timed_out && f.stderr.to_lowercase().contains("out of memory") {
+    if !f.timed_out && is_oom(&f.stderr) {
         return Ok(false);
     }
     Err(child::failed(&format!("probe at micro batch {batch}"), &f))
+}
+
+/// Whether a probe died of memory: libtorch's caching allocator says "CUDA
+/// out of memory"; cuBLAS or cuDNN may instead fail to allocate a handle or
+/// workspace when the card is full.
+fn is_oom(stderr: &str) -> bool {
+    let s = stderr.to_lowercase();
+    [
+        "out of memory",
+        "status_alloc_failed",
+        "not_enough_workspace",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
 }
 
 pub fn run(a: &Args) -> Result<Value> {
