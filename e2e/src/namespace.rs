@@ -36,12 +36,26 @@ pub fn unique_suffix() -> String {
 impl Cluster {
     /// Creates `e2e-<prefix>-<unique>`, labelled `megatron.dev/e2e=true`.
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<TestNamespace> {
+        self.namespace_with(prefix, &[]).await
+    }
+
+    /// Like [`Cluster::namespace`], with `labels` added.
+    pub async fn namespace_with(
+        &self,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<TestNamespace> {
         let mut name = format!("e2e-{prefix}-{}", unique_suffix());
         name.truncate(63);
+        let labels = [("megatron.dev/e2e", "true")]
+            .iter()
+            .chain(labels)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([("megatron.dev/e2e".to_owned(), "true".to_owned())].into()),
+                labels: Some(labels),
                 ..Default::default()
             },
             ..Default::default()

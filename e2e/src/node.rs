@@ -11,8 +11,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{Api, api::ObjectMeta, api::PostParams};
 use serde_json::Value;
 
 use crate::{Cluster, TestNamespace, namespace::unique_suffix};
@@ -59,30 +57,14 @@ impl Images {
 impl Cluster {
     /// A test namespace whose pods must meet Pod Security `restricted` (enforced).
     pub async fn restricted_namespace(&self, prefix: &str) -> Result<TestNamespace> {
-        let mut name = format!("e2e-{prefix}-{}", unique_suffix());
-        name.truncate(63);
-        let labels = [
-            ("megatron.dev/e2e", "true"),
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ];
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        Ok(TestNamespace::adopt(name, self.clone()))
+        self.namespace_with(
+            prefix,
+            &[
+                ("pod-security.kubernetes.io/enforce", "restricted"),
+                ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ],
+        )
+        .await
     }
 
     /// A program from the cluster's PATH (helm, crictl) with the cluster's environment.

@@ -21,13 +21,15 @@ use e2e::{
     process_kubelet::{PROCESS_NODE_TAINT, ProcessKubelet, ProcessKubeletConfig},
 };
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
     api::{ListParams, PostParams},
 };
-use object_store::{ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, path::Path as Key};
-use operator_common::{RunningOperator, install_crd, job_phase, merge, seed_inputs, wait};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path as Key};
+use operator_common::{
+    RunningOperator, install_crd, job_phase, merge, s3_secret_and_store, seed_inputs, wait,
+};
 use serde_json::{Value, json};
 
 const BUCKET: &str = "megatron-e2e";
@@ -66,30 +68,7 @@ impl Run {
         let cluster = Cluster::connect().await?;
         install_crd(&cluster.client).await?;
         let ns = cluster.namespace(prefix).await?;
-        let env = &cluster.env;
-
-        // The S3 credentials Secret the spec names (values never printed).
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": "s3-credentials" },
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID")?,
-                "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY")?,
-            },
-        }))?;
-        Api::<Secret>::namespaced(cluster.client.clone(), &ns.name)
-            .create(&PostParams::default(), &secret)
-            .await?;
-
-        let store: Arc<dyn ObjectStore> = Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(env.s3_endpoint()?)
-                .with_allow_http(true)
-                .with_region(env.get("AWS_REGION").unwrap_or("us-east-1"))
-                .with_bucket_name(BUCKET)
-                .with_access_key_id(env.get("AWS_ACCESS_KEY_ID")?)
-                .with_secret_access_key(env.get("AWS_SECRET_ACCESS_KEY")?)
-                .build()?,
-        );
+        let store = s3_secret_and_store(&cluster, &ns.name, BUCKET).await?;
         let run_prefix = ns.name.clone();
         let work = e2e::workspace_root()
             .join("e2e/.cluster/fine-tune-tests")
@@ -100,7 +79,7 @@ impl Run {
             &format!("pk-{}", ns.name),
             e2e::workspace_root().join("e2e/.cluster/process-kubelet-tests"),
             vec![bin],
-            &env.kubeconfig()?,
+            &cluster.env.kubeconfig()?,
         )?;
         config.restart_backoff = Duration::from_secs(5);
         let kubelet = ProcessKubelet::start(cluster.client.clone(), config).await?;

@@ -498,3 +498,33 @@ pub async fn seed_inputs(store: &Arc<dyn ObjectStore>, prefix: &str, work: &Path
     }
     Ok(())
 }
+
+/// The S3 credentials Secret a spec names (`s3-credentials`, values never printed) in
+/// `namespace`, and a client of `bucket` on the local S3 server with the same keys.
+pub async fn s3_secret_and_store(
+    cluster: &e2e::Cluster,
+    namespace: &str,
+    bucket: &str,
+) -> Result<Arc<dyn ObjectStore>> {
+    let env = &cluster.env;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "s3-credentials" },
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID")?,
+            "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY")?,
+        },
+    }))?;
+    Api::<Secret>::namespaced(cluster.client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(env.s3_endpoint()?)
+            .with_allow_http(true)
+            .with_region(env.get("AWS_REGION").unwrap_or("us-east-1"))
+            .with_bucket_name(bucket)
+            .with_access_key_id(env.get("AWS_ACCESS_KEY_ID")?)
+            .with_secret_access_key(env.get("AWS_SECRET_ACCESS_KEY")?)
+            .build()?,
+    ))
+}
