@@ -335,9 +335,10 @@ async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_res
 #[tokio::test]
 async fn the_helm_operator_fails_over_to_its_second_replica_without_a_second_gang() -> Result<()> {
     let run = NodeRun::start("node-failover", &["replicaCount=2"]).await?;
+    // Long enough that the job still runs when the new leader takes over.
     run.create(
         "steady",
-        json!({ "training": { "maxSteps": 80 }, "checkpointing": { "intervalSteps": 40 } }),
+        json!({ "training": { "maxSteps": 2000 }, "checkpointing": { "intervalSteps": 500 } }),
     )
     .await?;
     run.wait_pods_running("steady", 2).await?;
@@ -355,6 +356,12 @@ async fn the_helm_operator_fails_over_to_its_second_replica_without_a_second_gan
         Ok(!now.is_empty() && now != leader)
     })
     .await?;
+    let job = run.jobs().get("steady").await?;
+    ensure!(
+        job_phase(&job) == "Running",
+        "the job was no longer running when the new leader took over: {:?}",
+        job.status.and_then(|s| s.progress)
+    );
     let status = run.wait_phase("steady", "Succeeded").await?;
     assert_eq!(status.restarts, 0, "the new leader adopted the gang");
     assert_eq!(status.result.as_ref().map(|r| r.attempt), Some(0));
@@ -418,10 +425,14 @@ async fn helm_upgrade_and_uninstall_leave_a_running_job_and_its_data_alone() -> 
     let mut run = NodeRun::start("node-helm", &[]).await?;
     run.create(
         "kept",
-        json!({ "training": { "maxSteps": 120 }, "checkpointing": { "intervalSteps": 20 } }),
+        // keepLast high enough that retention deletes no checkpoint this test looks for.
+        json!({
+            "training": { "maxSteps": 1000 },
+            "checkpointing": { "intervalSteps": 100, "keepLast": 20 },
+        }),
     )
     .await?;
-    let first = run.wait_checkpoint("kept", 20).await?;
+    let first = run.wait_checkpoint("kept", 100).await?;
     let gang = run.gang("kept").await?;
     let checkpoint = first.latest_checkpoint.clone().unwrap();
 
@@ -439,6 +450,14 @@ async fn helm_upgrade_and_uninstall_leave_a_running_job_and_its_data_alone() -> 
         .kubectl_output(&["get", "crd", "megatronfinetunes.megatron.dev"])
         .context("helm uninstall removed the CRD")?;
     let job = run.jobs().get("kept").await?;
+    ensure!(
+        job.status
+            .as_ref()
+            .and_then(|s| s.progress.as_ref())
+            .is_some_and(|p| p.step < 1000),
+        "the job finished before the operator was uninstalled: {:?}",
+        job.status.as_ref().and_then(|s| s.progress.as_ref())
+    );
     ensure!(
         run.gang("kept").await? == gang,
         "uninstall touched the gang"
@@ -468,7 +487,7 @@ async fn helm_upgrade_and_uninstall_leave_a_running_job_and_its_data_alone() -> 
     run.release = Some(HelmRelease::install(&run.cluster, &run.ns.name, &[])?);
     let status = run.wait_phase("kept", "Succeeded").await?;
     assert_eq!(status.restarts, 0);
-    assert_eq!(status.progress.as_ref().map(|p| p.step), Some(120));
+    assert_eq!(status.progress.as_ref().map(|p| p.step), Some(1000));
     let nemo = status.artifacts.as_ref().and_then(|a| a.nemo.clone());
     assert!(
         run.object_exists(nemo.context("nemo")?.uri.as_str())
