@@ -12,6 +12,7 @@ pub mod metric;
 pub mod model;
 pub mod parallelism;
 pub mod pod;
+pub mod published;
 pub mod run_policy;
 pub mod schema;
 pub mod spec;
@@ -26,16 +27,16 @@ pub use checkpointing::{BestCheckpoints, CheckpointingSpec, ResumePolicy, Resume
 pub use data::{DataSpec, Split};
 pub use metric::{Metric, MetricMode};
 pub use model::{
-    Activation, Architecture, ArchitectureError, CheckpointDir, MegatronCheckpoint, ModelConfig,
-    ModelSpec, PretrainedModel,
+    Activation, Architecture, ArchitectureError, CheckpointDir, Initialization, MegatronCheckpoint,
+    ModelConfig, ModelSpec, PretrainedModel,
 };
 pub use parallelism::{Device, ParallelismSpec, RankPlacement};
 pub use pod::PodSpec;
 pub use run_policy::{Backoff, CleanPodPolicy, RunPolicy};
 pub use spec::{MegatronFineTune, MegatronFineTuneSpec, Mode};
 pub use status::{
-    Artifact, Artifacts, CheckpointStatus, MegatronFineTuneStatus, MetricsStatus, Outcome, Phase,
-    Progress, TrainerResult,
+    Artifact, Artifacts, CheckpointStatus, DownloadProgress, MegatronFineTuneStatus, MetricsStatus,
+    ModelPhase, ModelStatus, Outcome, Phase, Progress, TrainerResult,
 };
 pub use storage::{CredentialsSecretRef, StorageSpec};
 pub use task::{

@@ -101,20 +101,33 @@ impl std::fmt::Display for PretrainedModel {
     }
 }
 
+/// How the encoder's weights start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Initialization {
+    /// From pretrained weights: `checkpoint`, `nemo`, or the published name's (a job with
+    /// none of them fails at once instead of training from random weights).
+    #[default]
+    Pretrained,
+    /// From random weights (seeded), for tests and benchmarks: the architecture comes from
+    /// the published name or `config`/`configFile`.
+    Random,
+}
+
 /// The pretrained model: exactly one source of weights (`pretrained`, `checkpoint` or `nemo`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.nemo) || has(self.pretrained) || has(self.checkpoint)").message("spec.model needs a source: set spec.model.pretrained (a published name), spec.model.checkpoint (a Megatron-LM checkpoint) or spec.model.nemo (a .nemo file)"))]
+#[x_kube(validation = Rule::new("has(self.nemo) || has(self.pretrained) || has(self.checkpoint) || (has(self.initialization) && self.initialization == 'Random' && (has(self.config) || has(self.configFile)))").message("spec.model needs a source: set spec.model.pretrained (a published name), spec.model.checkpoint (a Megatron-LM checkpoint) or spec.model.nemo (a .nemo file)"))]
 #[x_kube(validation = Rule::new("!has(self.nemo) || !(has(self.pretrained) || has(self.checkpoint) || has(self.config) || has(self.configFile))").field_path(".nemo").message("spec.model.nemo restores a complete model: remove spec.model.pretrained, spec.model.checkpoint, spec.model.config and spec.model.configFile"))]
 #[x_kube(validation = Rule::new("!(has(self.config) && has(self.configFile))").field_path(".configFile").message("spec.model: set either spec.model.config or spec.model.configFile, not both"))]
-#[x_kube(validation = Rule::new("!has(self.pretrained) || !(self.pretrained in ['megatron-bert-uncased', 'megatron-bert-cased']) || (has(self.checkpoint) && (has(self.config) || has(self.configFile)))").field_path(".pretrained").message(Message::Expression("'spec.model.pretrained ' + self.pretrained + ' is a generic Megatron-LM BERT: set spec.model.checkpoint (the Megatron-LM checkpoint) and spec.model.config or spec.model.configFile (its architecture)'".into())))]
+#[x_kube(validation = Rule::new("!has(self.pretrained) || !(self.pretrained in ['megatron-bert-uncased', 'megatron-bert-cased']) || ((has(self.checkpoint) || (has(self.initialization) && self.initialization == 'Random')) && (has(self.config) || has(self.configFile)))").field_path(".pretrained").message(Message::Expression("'spec.model.pretrained ' + self.pretrained + ' is a generic Megatron-LM BERT: set spec.model.checkpoint (the Megatron-LM checkpoint, or initialization: Random) and spec.model.config or spec.model.configFile (its architecture)'".into())))]
+#[x_kube(validation = Rule::new("!has(self.initialization) || self.initialization != 'Random' || !(has(self.checkpoint) || has(self.nemo))").field_path(".initialization").message("spec.model.initialization Random trains from random weights, so spec.model.checkpoint and spec.model.nemo would be ignored: remove them, or remove initialization (Pretrained is the default)"))]
 #[x_kube(validation = Rule::new("has(self.pretrained) || !has(self.checkpoint) || has(self.config) || has(self.configFile)").field_path(".checkpoint").message("spec.model.checkpoint without spec.model.pretrained needs the architecture: set spec.model.config or spec.model.configFile"))]
 #[x_kube(validation = Rule::new("!has(self.pretrained) || self.pretrained in ['megatron-bert-uncased', 'megatron-bert-cased'] || (!has(self.configFile) && (!has(self.config) || !(has(self.config.hiddenSize) || has(self.config.numAttentionHeads) || has(self.config.numLayers) || has(self.config.maxPositionEmbeddings) || has(self.config.ffnHiddenSize) || has(self.config.vocabSize) || has(self.config.typeVocabSize) || has(self.config.layerNormEpsilon) || has(self.config.activation) || has(self.config.makeVocabSizeDivisibleBy))))").field_path(".config").message(Message::Expression("'spec.model.config: the architecture of ' + self.pretrained + ' is fixed; only hiddenDropout and attentionDropout may be set (and not configFile). For another architecture use pretrained megatron-bert-uncased or megatron-bert-cased with a checkpoint'".into())))]
 #[x_kube(validation = Rule::new("!has(self.config) || (has(self.pretrained) && !(self.pretrained in ['megatron-bert-uncased', 'megatron-bert-cased'])) || (has(self.config.hiddenSize) && has(self.config.numAttentionHeads) && has(self.config.numLayers) && has(self.config.maxPositionEmbeddings))").field_path(".config").message("spec.model.config must set hiddenSize, numAttentionHeads, numLayers and maxPositionEmbeddings for a Megatron-LM checkpoint"))]
 pub struct ModelSpec {
     /// A pretrained name (NeMo's pretrained_model_name). The four published 345M names fix the
     /// architecture and tokenizer; their weights are read from `checkpoint` when set, otherwise
-    /// from the trainer's model cache. The generic names megatron-bert-uncased/-cased only pick
+    /// downloaded (see `initialization` for the sources) and checked (size, sha256). The generic names megatron-bert-uncased/-cased only pick
     /// the tokenizer and require `checkpoint` plus `config` or `configFile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::optional_enum::<PretrainedModel>")]
@@ -130,6 +143,16 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.endsWith('.nemo')").message("spec.model.nemo must name a .nemo file (ending in .nemo), e.g. s3://bucket/models/squad.nemo"))]
     pub nemo: Option<Uri>,
+
+    /// Pretrained (default) or Random. Pretrained weights come from `checkpoint`, `nemo`, or the
+    /// published name, resolved in this order: the job bucket's shared model cache
+    /// (`s3://<bucket>/<prefix>/_cache/models/<name>/<version>/`, filled by the first job that
+    /// downloads), the cluster's mirror (the operator's `--model-mirror`: an S3 prefix or HTTP(S)
+    /// base URL with NGC's file layout), then NGC itself. A job whose weights are found nowhere
+    /// fails at once, naming every place tried. Random is for tests and benchmarks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_enum::<Initialization>")]
+    pub initialization: Option<Initialization>,
 
     /// The architecture, inline (NeMo's model.language_model.config). Required with a generic
     /// name or a bare checkpoint; with a published name only the dropouts may be set.
@@ -414,6 +437,11 @@ impl ModelSpec {
     /// The published name in use, if any.
     pub fn published(&self) -> Option<PretrainedModel> {
         self.pretrained.filter(|p| !p.is_generic())
+    }
+
+    /// True when the spec asks for random initial weights.
+    pub fn is_random(&self) -> bool {
+        self.initialization == Some(Initialization::Random)
     }
 
     /// The effective architecture when it is known without reading files: a published name

@@ -53,6 +53,8 @@ pub mod condition_types {
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: progress is blocked and needs a person (e.g. a missing Secret or bad image).
     pub const STALLED: &str = "Stalled";
+    /// The pretrained weights are resolved (False with reason Fetching while they download).
+    pub const MODEL_READY: &str = "ModelReady";
 }
 
 /// Observed state of a MegatronFineTune.
@@ -98,6 +100,12 @@ pub struct MegatronFineTuneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_pods: Option<i64>,
 
+    /// The pretrained weights this job started from: where they came from and what they are.
+    /// Written by the trainer (field manager `megatron-trainer-model`) while they are fetched
+    /// and once they are loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelStatus>,
+
     /// Training progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -129,6 +137,88 @@ pub struct MegatronFineTuneStatus {
     /// The trainer's final report (see [`TrainerResult`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TrainerResult>,
+}
+
+/// Where a job's pretrained weights are in their resolution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ModelPhase {
+    /// Downloading from the mirror or NGC (see `download`).
+    #[default]
+    Fetching,
+    /// The files are local and verified; `config` is filled once they are loaded.
+    Ready,
+}
+
+/// The pretrained weights of a job (`status.model`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// The published name (spec.model.pretrained).
+    pub name: String,
+    /// NGC's version of the published model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Fetching or Ready.
+    pub phase: ModelPhase,
+    /// Where the weights' bytes came from for this attempt (the shared cache, the mirror or NGC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The shared cache entry that holds them for later jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// Hex sha256 of the weights file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Size of the weights file in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// A download in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadProgress>,
+    /// The architecture the weights were loaded with (from the checkpoint's args, else the
+    /// published one), e.g. "24 layers, hidden 1024, 16 heads, vocabulary 30522".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// When this was last written (a download in progress counts as liveness for hang detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<Time>,
+}
+
+/// Bytes, rate and ETA of a download.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadProgress {
+    /// The file being downloaded.
+    pub file: String,
+    /// Bytes received so far (resumed bytes included).
+    pub bytes: i64,
+    /// Size of the file, when the server said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<i64>,
+    /// Recent rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<f64>,
+    /// Estimated seconds left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+}
+
+impl DownloadProgress {
+    /// "model_optim_rng.pt: 412.0 of 1340.2 MB at 85.3 MB/s, ETA 11s" for logs and conditions.
+    pub fn summary(&self) -> String {
+        let mb = |b: i64| b as f64 / 1e6;
+        let mut s = match self.total_bytes {
+            Some(t) => format!("{}: {:.1} of {:.1} MB", self.file, mb(self.bytes), mb(t)),
+            None => format!("{}: {:.1} MB", self.file, mb(self.bytes)),
+        };
+        if let Some(r) = self.bytes_per_second {
+            s += &format!(" at {:.1} MB/s", r / 1e6);
+        }
+        if let Some(e) = self.eta_seconds {
+            s += &format!(", ETA {e}s");
+        }
+        s
+    }
 }
 
 /// Training progress, updated every spec.training.logIntervalSteps.

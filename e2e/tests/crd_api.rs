@@ -231,6 +231,14 @@ fn invalid_cases() -> Vec<Invalid> {
             ],
         },
         Invalid {
+            name: "random initialization together with a checkpoint",
+            base: TINY,
+            edit: |v| set(v, "spec.model.initialization", json!("Random")),
+            expect: &[
+                "spec.model.initialization Random trains from random weights, so spec.model.checkpoint and spec.model.nemo would be ignored",
+            ],
+        },
+        Invalid {
             name: "generic name without an architecture",
             base: TINY,
             edit: |v| del(v, "spec.model.config"),
@@ -815,4 +823,14 @@ async fn kubectl_explain_shows_field_descriptions() {
         "{pretrained}"
     );
     assert!(pretrained.contains("pretrained name"), "{pretrained}");
+    // Where published weights come from, as the user reads it.
+    let initialization = cluster
+        .kubectl_output(&["explain", "mft.spec.model.initialization"])
+        .unwrap();
+    for want in ["shared model cache", "--model-mirror", "NGC", "Random"] {
+        assert!(
+            initialization.contains(want),
+            "lacks {want:?}:\n{initialization}"
+        );
+    }
 }

@@ -496,3 +496,94 @@ async fn helm_upgrade_and_uninstall_leave_a_running_job_and_its_data_alone() -> 
     );
     run.finish().await
 }
+
+/// `pretrained: megatron-bert-345m-uncased` on a cluster without internet: the operator's
+/// mirror (an S3 prefix in NGC's layout, holding a generated model with the 345M key names at
+/// tiny shapes) supplies the weights, the first job fills the job bucket's shared cache, and a
+/// second job fine-tunes from that cache after the mirror's copy is deleted.
+#[tokio::test]
+async fn a_published_name_comes_from_the_mirror_then_from_the_shared_cache() -> Result<()> {
+    let mirror_prefix = format!("mirror-{}", e2e::namespace::unique_suffix());
+    let mirror = format!("s3://{BUCKET}/{mirror_prefix}/");
+    let run = NodeRun::start(
+        "node-published",
+        &[&format!("models.mirror={mirror}"), "models.ngcUrl="],
+    )
+    .await?;
+    let weights_key = format!(
+        "{mirror_prefix}/{}",
+        crds::PretrainedModel::MegatronBert345mUncased
+            .published_files()
+            .context("published")?
+            .weights()
+            .path
+    );
+    upload_published_fixture(&run, &weights_key).await?;
+    let published = json!({ "model": {
+        "pretrained": "megatron-bert-345m-uncased",
+        "checkpoint": null,
+        "config": null,
+    } });
+
+    run.create("first", published.clone()).await?;
+    let first = run.wait_phase("first", "Succeeded").await?;
+    let model = first.model.clone().context("status.model")?;
+    assert_eq!(model.phase, crds::ModelPhase::Ready);
+    let source = model.source.clone().unwrap_or_default();
+    ensure!(
+        source.starts_with(&mirror) || source.contains("_cache/models"),
+        "weights from the mirror (pod 0) or the cache it filled: {model:?}"
+    );
+    ensure!(
+        model
+            .config
+            .as_deref()
+            .is_some_and(|c| c.contains("hidden 64")),
+        "the architecture read from the checkpoint's args: {model:?}"
+    );
+    let ready = first
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ModelReady")
+        .context("ModelReady condition")?;
+    assert_eq!(ready.status, "True", "{ready:?}");
+
+    // The mirror's copy goes; the second job needs only the shared cache.
+    run.store.delete(&Key::from(weights_key.as_str())).await?;
+    run.create("second", published).await?;
+    let second = run.wait_phase("second", "Succeeded").await?;
+    let model = second.model.context("status.model")?;
+    ensure!(
+        model
+            .source
+            .as_deref()
+            .is_some_and(|s| s.contains("_cache/models/megatron-bert-345m-uncased/v0.0/")),
+        "the second job read the shared cache: {model:?}"
+    );
+    run.finish().await
+}
+
+/// A tiny Megatron-LM checkpoint (tests/python/tiny_megatron_bert.py at TP 1: the 345M
+/// model's key names and args, hidden 64) uploaded as the published weights file.
+async fn upload_published_fixture(run: &NodeRun, key: &str) -> Result<()> {
+    let python = std::env::var("MEGATRON_PYTHON").context("MEGATRON_PYTHON (scripts/torch-env)")?;
+    let dir = e2e::workspace_root()
+        .join("e2e/.cluster/real-node-tests")
+        .join(format!("{}-published", run.ns.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = std::process::Command::new(python)
+        .arg(e2e::workspace_root().join("e2e/tests/python/tiny_megatron_bert.py"))
+        .arg(&dir)
+        .args(["--tp", "1"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.join("iter_0000100/mp_rank_00/model_optim_rng.pt"))?;
+    run.store
+        .put(&Key::from(key), object_store::PutPayload::from(bytes))
+        .await?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crds::{MegatronFineTune, Outcome, RunPolicy as ApiRunPolicy};
+use crds::{MegatronFineTune, ModelPhase, ModelStatus, Outcome, RunPolicy as ApiRunPolicy};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition as ApiCondition, Time},
     jiff::Timestamp,
@@ -15,7 +15,7 @@ use crate::{
     error::Result,
     job::JobView,
     lifecycle::model::{
-        Condition, OwnedStatus, RunPolicy, TrainerReport, TrainerResult, phase_str,
+        Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult, phase_str,
     },
 };
 
@@ -60,6 +60,19 @@ fn time(t: &Option<Time>) -> Option<Timestamp> {
     t.as_ref().map(|t| t.0)
 }
 
+fn model_report(m: &ModelStatus) -> ModelReport {
+    let ready = m.phase == ModelPhase::Ready;
+    let message = match (&m.download, ready) {
+        (Some(d), false) => format!("{} {}", m.name, d.summary()),
+        _ => format!(
+            "{} from {}",
+            m.name,
+            m.source.as_deref().unwrap_or("an unknown source")
+        ),
+    };
+    ModelReport { ready, message }
+}
+
 /// Reads spec and status.
 pub fn read(job: &MegatronFineTune) -> Result<Read> {
     let status = job.status.clone().unwrap_or_default();
@@ -93,11 +106,19 @@ pub fn read(job: &MegatronFineTune) -> Result<Read> {
         ranks: status.ranks,
         ready_pods: status.ready_pods,
     };
+    // A download that moves counts as liveness for hang detection, as a step does.
+    let fetching_time = status
+        .model
+        .as_ref()
+        .filter(|m| m.phase == ModelPhase::Fetching)
+        .and_then(|m| time(&m.update_time));
+    let step_time = status
+        .progress
+        .as_ref()
+        .and_then(|p| time(&p.last_step_time));
     let trainer = TrainerReport {
-        last_step_time: status
-            .progress
-            .as_ref()
-            .and_then(|p| time(&p.last_step_time)),
+        last_step_time: step_time.max(fetching_time),
+        model: status.model.as_ref().map(model_report),
         checkpoint_step: status
             .latest_checkpoint
             .as_ref()
@@ -196,4 +217,62 @@ pub fn phase_name(job: &MegatronFineTune) -> &'static str {
 /// The CRD as YAML (what `megatron-operator crd` prints), identical to `crdgen`'s output.
 pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(crds::crd::crd_yaml())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::{DownloadProgress, MegatronFineTuneStatus, Progress};
+
+    fn job_with(status: MegatronFineTuneStatus) -> MegatronFineTune {
+        let text = include_str!("../../examples/tiny-cpu-squad.yaml");
+        let mut job: MegatronFineTune = serde_yaml::from_str(text).unwrap();
+        job.status = Some(status);
+        job
+    }
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + second).unwrap())
+    }
+
+    /// A download whose updateTime moves keeps the gang alive like a step; a finished one
+    /// does not.
+    #[test]
+    fn a_moving_download_counts_as_liveness() {
+        let mut status = MegatronFineTuneStatus {
+            progress: Some(Progress {
+                last_step_time: Some(at(10)),
+                ..Progress::default()
+            }),
+            model: Some(ModelStatus {
+                name: "megatron-bert-345m-uncased".into(),
+                phase: ModelPhase::Fetching,
+                download: Some(DownloadProgress {
+                    file: "model_optim_rng.pt".into(),
+                    bytes: 1_000_000,
+                    total_bytes: Some(2_000_000),
+                    ..DownloadProgress::default()
+                }),
+                update_time: Some(at(50)),
+                ..ModelStatus::default()
+            }),
+            ..MegatronFineTuneStatus::default()
+        };
+        let fetching = read(&job_with(status.clone())).unwrap();
+        assert_eq!(fetching.trainer.last_step_time, Some(at(50).0));
+        let model = fetching.trainer.model.unwrap();
+        assert!(!model.ready);
+        assert!(model.message.contains("1.0 of 2.0 MB"), "{model:?}");
+
+        let m = status.model.as_mut().unwrap();
+        m.phase = ModelPhase::Ready;
+        m.source = Some("s3://runs/_cache/models/x".into());
+        let ready = read(&job_with(status)).unwrap();
+        assert_eq!(ready.trainer.last_step_time, Some(at(10).0));
+        let message = ready.trainer.model.unwrap().message;
+        assert!(
+            message.ends_with("from s3://runs/_cache/models/x"),
+            "{message}"
+        );
+    }
 }

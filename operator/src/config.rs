@@ -34,6 +34,19 @@ pub struct OperatorConfig {
     #[arg(long, env = "MEGATRON_SHM_SIZE", default_value = "1Gi")]
     pub shm_size: String,
 
+    /// Where rank pods find published weights (megatron-bert-345m, BioMegatron) when the job
+    /// bucket's shared cache does not have them yet: an `s3://bucket/prefix` (read with each
+    /// job's S3 settings) or an `http(s)://` base URL, holding NGC's file layout
+    /// (`nvidia/megatron_bert_345m/versions/v0.0/files/...`). Passed to the pods as
+    /// MEGATRON_MODEL_MIRROR; for clusters without internet access.
+    #[arg(long, env = "MEGATRON_MODEL_MIRROR", default_value = "")]
+    pub model_mirror: String,
+
+    /// NGC's model files API, tried after the mirror; empty: never contact NGC (an air-gapped
+    /// cluster then needs the mirror). Passed to the pods as MEGATRON_MODEL_NGC_URL.
+    #[arg(long, env = "MEGATRON_MODEL_NGC_URL", default_value = crds::published::NGC_BASE_URL)]
+    pub model_ngc_url: String,
+
     /// UID/GID trainer containers run as (they must not run as root).
     #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 65532)]
     pub trainer_uid: i64,

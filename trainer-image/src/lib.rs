@@ -8,6 +8,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod parallel;
+pub mod pretrained;
 pub mod progress;
 pub mod storage;
 pub mod task;

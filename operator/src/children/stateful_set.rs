@@ -265,7 +265,11 @@ fn env(job: &JobView, config: &OperatorConfig, attempt: u32) -> Vec<EnvVar> {
         value("MEGATRON_JOB_UID", &job.uid),
         value("MEGATRON_ATTEMPT", attempt),
         value("MEGATRON_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+        value("MEGATRON_MODEL_NGC_URL", &config.model_ngc_url),
     ];
+    if !config.model_mirror.is_empty() {
+        env.push(value("MEGATRON_MODEL_MIRROR", &config.model_mirror));
+    }
     if let Some(endpoint) = &storage.endpoint {
         env.push(value("AWS_ENDPOINT_URL", endpoint));
     }

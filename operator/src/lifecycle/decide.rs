@@ -408,6 +408,10 @@ fn conditions(
     if is(Phase::Failed) {
         wanted.push(("Failed", true, active));
     }
+    if let Some(model) = &inputs.trainer.model {
+        let reason = if model.ready { "Resolved" } else { "Fetching" };
+        wanted.push(("ModelReady", model.ready, (reason, model.message.as_str())));
+    }
     wanted
         .into_iter()
         .map(|(type_, status, (reason, message))| {

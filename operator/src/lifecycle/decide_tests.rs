@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::lifecycle::{
     gang::{GangObservation, RankFailure, StalePod},
-    model::{OwnedStatus, Phase, RunPolicy, TrainerReport, TrainerResult},
+    model::{ModelReport, OwnedStatus, Phase, RunPolicy, TrainerReport, TrainerResult},
 };
 
 fn t0() -> Timestamp {
@@ -337,4 +337,39 @@ fn clean_pod_policy_none_keeps_pods() {
         message: String::new(),
     });
     assert_eq!(case.decide().replicas, 2);
+}
+
+#[test]
+fn model_ready_follows_the_trainers_model_status() {
+    let mut case = Case::new().ready(2);
+    assert!(
+        case.decide().status.condition("ModelReady").is_none(),
+        "no condition for a job without published weights"
+    );
+    case.trainer.model = Some(ModelReport {
+        ready: false,
+        message: "megatron-bert-345m-uncased model_optim_rng.pt: 1.0 of 2.0 MB".into(),
+    });
+    let fetching = case
+        .step(5)
+        .status
+        .condition("ModelReady")
+        .cloned()
+        .unwrap();
+    assert!(!fetching.status);
+    assert_eq!(fetching.reason, "Fetching");
+    assert!(fetching.message.contains("1.0 of 2.0 MB"), "{fetching:?}");
+    case.trainer.model = Some(ModelReport {
+        ready: true,
+        message: "megatron-bert-345m-uncased from s3://b/_cache/models/x".into(),
+    });
+    let ready = case
+        .decide()
+        .status
+        .condition("ModelReady")
+        .cloned()
+        .unwrap();
+    assert!(ready.status);
+    assert_eq!(ready.reason, "Resolved");
+    assert_eq!(ready.last_transition_time, case.now);
 }

@@ -88,6 +88,17 @@ pub struct TrainerReport {
     pub checkpoint_step: Option<u64>,
     /// Final result, if one was reported.
     pub result: Option<TrainerResult>,
+    /// Where the published weights are (status.model), when the job uses them.
+    pub model: Option<ModelReport>,
+}
+
+/// The trainer's `status.model`, as the ModelReady condition shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelReport {
+    /// The files are local and verified.
+    pub ready: bool,
+    /// Fetching: what is downloading and how far; Ready: the source.
+    pub message: String,
 }
 
 /// The trainer's final word for one attempt.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use crds::Initialization;
 use megatron_trainer::job::{Allow, JobConfig, JobResult, SpecOverrides, config_path, load_config};
 
 /// The job configuration and where its files go.
@@ -22,8 +23,8 @@ pub struct JobArgs {
     /// /tmp/megatron-cache).
     #[arg(long, env = "MEGATRON_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Accept spec.model.config/configFile without pretrained weights and
-    /// initialise the encoder randomly (tests, benchmarks).
+    /// Sets spec.model.initialization: Random: the encoder starts from random
+    /// weights (tests, benchmarks).
     #[arg(long)]
     pub random_init: bool,
 }
@@ -38,11 +39,11 @@ impl JobArgs {
     ) -> JobResult<JobConfig> {
         let mut config = load_config(&config_path(self.config.clone())?)?;
         self.overrides.apply(&mut config.spec)?;
+        if self.random_init {
+            config.spec.model.initialization = Some(Initialization::Random);
+        }
         prepare(&mut config);
-        config.validate(Allow {
-            random_init: self.random_init,
-            external_weights,
-        })?;
+        config.validate(Allow { external_weights })?;
         Ok(config)
     }
 

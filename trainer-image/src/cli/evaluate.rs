@@ -102,11 +102,7 @@ pub fn evaluate_split<T>(
         None => std::env::temp_dir().join(format!("megatron-evaluate-{}", std::process::id())),
     };
     let session = prepare::connect(config, RankIdentity::single(), cache)?;
-    let mut loaded = prepare::load(
-        &session,
-        &work,
-        job.random_init || training_checkpoint.is_some(),
-    )?;
+    let mut loaded = prepare::load(&session, &work, training_checkpoint.is_some())?;
     if let Some(dir) = training_checkpoint {
         load_training_checkpoint(dir, &mut loaded.model)?;
     }

@@ -95,7 +95,8 @@ fn device(spec: &MegatronFineTuneSpec, local_rank: usize) -> JobResult<Device> {
 }
 
 /// Reads the starting point and the data, and builds this rank's model.
-pub fn load(session: &Session, work_dir: &Path, random_init: bool) -> JobResult<Loaded> {
+/// `external_weights`: the caller loads the weights afterwards.
+pub fn load(session: &Session, work_dir: &Path, external_weights: bool) -> JobResult<Loaded> {
     let spec = &session.config.spec;
     let topo = &session.topo;
     let start = starting_point(
@@ -104,7 +105,7 @@ pub fn load(session: &Session, work_dir: &Path, random_init: bool) -> JobResult<
         topo.tp_size as i64,
         topo.tp_rank as i64,
         work_dir,
-        random_init,
+        external_weights,
     )?;
     tracing::info!(source = start.description, "starting model");
     let files = session.inputs.split_files(spec)?;

@@ -19,8 +19,8 @@ use megatron_trainer::checkpoint::nemo::{
 };
 use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::job::{
-    JobConfig, JobError, JobResult, Outputs, Publish, RankIdentity, Role, RunHooks, RunLogFile,
-    launch, role, termination,
+    FetchContext, JobConfig, JobError, JobResult, Outputs, Publish, RankIdentity, Role, RunHooks,
+    RunLogFile, launch, published_weights, role, termination,
 };
 use megatron_trainer::model::gather_state_dict;
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
@@ -67,13 +67,32 @@ pub fn run(args: &TrainArgs) -> JobResult<i32> {
         print!("{yaml}");
         return Ok(0);
     }
-    match role(&config.spec, args.nproc_per_node, |k| std::env::var(k).ok())? {
+    let role = role(&config.spec, args.nproc_per_node, |k| std::env::var(k).ok())?;
+    fetch_published_weights(args, &config, &role)?;
+    match role {
         Role::Launcher(layout) => launch::launch(&layout),
         Role::Rank(identity) => {
             let _span = tracing::info_span!("rank", rank = identity.rank).entered();
             run_rank(args, config, identity)
         }
     }
+}
+
+/// Resolves a published name's weights once per pod, before any rank builds a
+/// model: a job whose weights are nowhere fails here with exit code 2. The
+/// job's first pod downloads; the others read the shared cache it fills.
+fn fetch_published_weights(args: &TrainArgs, config: &JobConfig, role: &Role) -> JobResult<()> {
+    let leader = match role {
+        Role::Launcher(layout) => layout.first_rank == 0,
+        Role::Rank(identity) => identity.is_rank0(),
+    };
+    let context = FetchContext {
+        leader,
+        shared_cache: args.job.output_dir.is_none(),
+        job: JobRef::from_env()?,
+    };
+    published_weights::fetch(&config.spec, &args.job.cache_dir(), &context)?;
+    Ok(())
 }
 
 fn run_rank(args: &TrainArgs, config: JobConfig, identity: RankIdentity) -> JobResult<i32> {
@@ -162,8 +181,18 @@ fn run_job(
     let rank = identity.rank;
     let session = prepare::connect(config, identity, args.job.cache_dir())?;
     let work_dir = outputs.local_dir(&format!("work/rank-{rank}"))?;
-    let mut loaded = prepare::load(&session, &work_dir, args.job.random_init)?;
+    let mut loaded = prepare::load(&session, &work_dir, false)?;
     let spec = &session.config.spec;
+    if session.identity.is_rank0()
+        && let Some(job) = reporter.job().cloned()
+    {
+        published_weights::report_loaded(
+            spec,
+            session.inputs.cache_dir(),
+            &job,
+            &loaded.start.config,
+        );
+    }
     tracing::info!(outputs = outputs.describe(), "outputs");
     if spec.mode == Mode::Evaluate {
         let artifacts = test_split(&session, &loaded, outputs, reporter)?;

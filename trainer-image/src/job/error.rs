@@ -4,6 +4,7 @@
 use crate::checkpoint::CheckpointError;
 use crate::comm::CommError;
 use crate::model::ModelError;
+use crate::pretrained::PretrainedError;
 use crate::storage::StorageError;
 use crate::tokenizer::TokenizerError;
 use crate::train::TrainError;
@@ -30,6 +31,9 @@ pub enum JobError {
     /// Rendezvous or a collective failed.
     #[error(transparent)]
     Comm(#[from] CommError),
+    /// A published model's weights could not be resolved.
+    #[error(transparent)]
+    Pretrained(#[from] PretrainedError),
     /// The training loop, a task, the reporter or the checkpointer failed.
     #[error(transparent)]
     Train(#[from] TrainError),
@@ -69,6 +73,7 @@ impl JobError {
             Self::Model(e) => !matches!(e, ModelError::Torch(_) | ModelError::Comm(_)),
             Self::Comm(e) => matches!(e, CommError::Env { .. } | CommError::Config(_)),
             Self::Train(e) => e.is_invalid_input(),
+            Self::Pretrained(e) => e.is_invalid_input(),
             Self::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -87,6 +92,7 @@ impl JobError {
             Self::Tokenizer(_) => "InvalidTokenizer",
             Self::Comm(_) => "InvalidParallelism",
             Self::Train(_) => "InvalidData",
+            Self::Pretrained(e) => e.reason(),
             Self::Io { .. } => "InputNotFound",
             Self::Invalid(_) | Self::Other(_) => "InvalidInput",
         }

@@ -48,6 +48,11 @@ impl Inputs {
         })
     }
 
+    /// Where downloads are kept.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     /// The tokio runtime used for storage calls (for callers with more I/O).
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime

@@ -7,15 +7,17 @@
 //! | `nemo` | the archive's (encoder and head), resharded ([`read_nemo`]) |
 //! | `checkpoint` (Megatron-LM dir) | [`megatron::load_with`], resharded to this TP |
 //! | `checkpoint` (HF safetensors dir) | [`huggingface::load`] |
-//! | published `pretrained` only | `$MEGATRON_MODEL_CACHE/<name>/` when present, else random (warned) |
-//! | `config`/`configFile` with `--random-init` | random (warned) |
+//! | published `pretrained` only | downloaded and verified ([`published_weights`]); none found: exit 2 |
+//! | `initialization: Random` (`--random-init`) | random (warned) |
 
 use std::path::{Path, PathBuf};
 
-use crds::{MegatronFineTuneSpec, PretrainedModel};
+use crds::MegatronFineTuneSpec;
+use crds::published::FileRole;
 
 use super::error::{JobError, JobResult};
 use super::inputs::Inputs;
+use super::published_weights::{self, FetchContext};
 use crate::checkpoint::nemo::{NemoModel, read_nemo};
 use crate::checkpoint::{huggingface, megatron};
 use crate::model::{Activation, Architecture, BertConfig, StateDict};
@@ -53,14 +55,15 @@ pub struct StartingPoint {
 
 /// Reads the starting point for tensor-parallel rank `tp_rank` of `tp_size`.
 /// `work_dir` receives extracted files (the built-in vocabulary, the .nemo's
-/// artifacts); `random_init` allows an architecture without weights.
+/// artifacts); `external_weights`: the weights will be loaded from elsewhere
+/// afterwards (`evaluate --training-checkpoint`), so random ones do.
 pub fn starting_point(
     spec: &MegatronFineTuneSpec,
     inputs: &Inputs,
     tp_size: i64,
     tp_rank: i64,
     work_dir: &Path,
-    random_init: bool,
+    external_weights: bool,
 ) -> JobResult<StartingPoint> {
     let m = &spec.model;
     if let Some(nemo_uri) = &m.nemo {
@@ -91,7 +94,20 @@ pub fn starting_point(
         });
     }
 
-    let (tokenizer, vocab_file, do_lower_case) = tokenizer(spec, inputs, work_dir)?;
+    let random = m.is_random() || external_weights;
+    // A published name's files (resolved already by `train` before any rank started: then
+    // this finds the pod's verified copy at once).
+    let published = if random {
+        None
+    } else {
+        published_weights::fetch(spec, inputs.cache_dir(), &FetchContext::local())?
+            .zip(published_weights::needed(spec))
+    };
+    let published_vocab = published
+        .as_ref()
+        .and_then(|(r, p)| r.file(p, FileRole::Vocabulary));
+    let (tokenizer, vocab_file, do_lower_case) =
+        tokenizer(spec, inputs, work_dir, published_vocab.as_deref())?;
     let vocab = tokenizer.vocab_size() as i64;
     let pretrained_name = m
         .pretrained
@@ -152,9 +168,9 @@ pub fn starting_point(
             inputs.checkpoint("spec.model.checkpoint.location", ckpt)?,
             ckpt.location.to_string(),
         )),
-        None => m.published().and_then(model_cache).map(|dir| {
-            let d = dir.display().to_string();
-            (dir, d)
+        None => published.as_ref().and_then(|(resolved, p)| {
+            let file = resolved.file(p, FileRole::Weights)?;
+            Some((file, resolved.source.clone()))
         }),
     };
     if let Some((dir, label)) = checkpoint_dir {
@@ -186,16 +202,16 @@ pub fn starting_point(
             "spec.model: no architecture: set spec.model.pretrained, spec.model.config or spec.model.configFile",
         ));
     };
-    if m.published().is_none() && !random_init {
+    if !random {
         return Err(JobError::invalid(
-            "spec.model has an architecture but no weights: set spec.model.checkpoint (or pass \
-             --random-init to train from scratch, for tests)",
+            "spec.model has an architecture but no weights: set spec.model.checkpoint (or \
+             spec.model.initialization: Random, i.e. --random-init, to train from scratch, for tests)",
         ));
     }
-    let why = if m.published().is_some() {
-        "no spec.model.checkpoint and nothing in $MEGATRON_MODEL_CACHE"
+    let why = if external_weights {
+        "the weights are loaded afterwards"
     } else {
-        "no spec.model.checkpoint"
+        "spec.model.initialization: Random"
     };
     finish(
         config,
@@ -226,14 +242,6 @@ fn default_name(lower: bool) -> String {
         "megatron-bert-cased"
     }
     .to_owned()
-}
-
-/// `$MEGATRON_MODEL_CACHE/<name>` when it exists (a Megatron-LM checkpoint
-/// of a published model baked into the image or a volume).
-fn model_cache(name: PretrainedModel) -> Option<PathBuf> {
-    let root = std::env::var_os("MEGATRON_MODEL_CACHE")?;
-    let dir = PathBuf::from(root).join(name.as_str());
-    dir.is_dir().then_some(dir)
 }
 
 fn apply_dropouts(spec: &MegatronFineTuneSpec, cfg: &mut BertConfig) {
@@ -273,16 +281,27 @@ pub fn from_architecture(a: &crds::Architecture) -> BertConfig {
 }
 
 /// The tokenizer of a spec without a .nemo, its vocabulary file and casing.
+/// `published_vocab`: the vocabulary downloaded with a published model's weights, used
+/// unless `spec.tokenizer.vocabFile` names another.
 pub fn tokenizer(
     spec: &MegatronFineTuneSpec,
     inputs: &Inputs,
     work_dir: &Path,
+    published_vocab: Option<&Path>,
 ) -> JobResult<(BertTokenizer, PathBuf, bool)> {
     let lower = spec.do_lower_case();
     if let Some(file) = spec.tokenizer.as_ref().and_then(|t| t.vocab_file.as_ref()) {
         let path = inputs.file("spec.tokenizer.vocabFile", file)?;
         let lower = lower.unwrap_or(false);
         return Ok((BertTokenizer::from_vocab_file(&path, lower)?, path, lower));
+    }
+    if let Some(path) = published_vocab {
+        let lower = lower.unwrap_or(false);
+        return Ok((
+            BertTokenizer::from_vocab_file(path, lower)?,
+            path.to_path_buf(),
+            lower,
+        ));
     }
     let name = spec.tokenizer_name().ok_or_else(|| {
         JobError::invalid(

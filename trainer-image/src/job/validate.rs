@@ -10,9 +10,6 @@ use crds::{
 /// Rules a command line may relax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Allow {
-    /// `--random-init` (tests, benchmarks): an architecture
-    /// (`spec.model.config` or `configFile`) without any source of weights.
-    pub random_init: bool,
     /// The weights come from outside the spec (`evaluate --training-checkpoint`):
     /// spec.mode Evaluate without spec.model.nemo.
     pub external_weights: bool,
@@ -116,7 +113,11 @@ fn mode(spec: &MegatronFineTuneSpec, p: &mut Problems) {
 fn model(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     let m = &spec.model;
     let generic = m.pretrained.is_some_and(|n| n.is_generic());
-    let random = (p.1.random_init || p.1.external_weights) && has_arch_of(m);
+    let random = (m.is_random() || p.1.external_weights) && has_arch_of(m);
+    p.check(!m.is_random() || (m.checkpoint.is_none() && m.nemo.is_none()), || {
+        "spec.model.initialization Random trains from random weights, so spec.model.checkpoint and \
+         spec.model.nemo would be ignored: remove them, or remove initialization (Pretrained is the default)".into()
+    });
     p.check(random || m.nemo.is_some() || m.pretrained.is_some() || m.checkpoint.is_some(), || {
         "spec.model needs a source: set spec.model.pretrained (a published name), spec.model.checkpoint \
          (a Megatron-LM checkpoint) or spec.model.nemo (a .nemo file)".into()
@@ -134,7 +135,7 @@ fn model(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     if let Some(name) = m.pretrained.filter(|_| generic) {
         p.check((random || m.checkpoint.is_some()) && has_arch, || {
             format!("spec.model.pretrained {name} is a generic Megatron-LM BERT: set spec.model.checkpoint \
-                     (the Megatron-LM checkpoint) and spec.model.config or spec.model.configFile (its architecture)")
+                     (the Megatron-LM checkpoint, or initialization: Random) and spec.model.config or spec.model.configFile (its architecture)")
         });
     }
     p.check(m.pretrained.is_some() || m.checkpoint.is_none() || has_arch, || {

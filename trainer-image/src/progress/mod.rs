@@ -11,6 +11,7 @@ mod config;
 mod http;
 mod logging;
 pub mod metrics;
+pub mod model_status;
 mod reporter;
 pub mod run_log;
 pub mod status;
@@ -19,6 +20,7 @@ pub mod trainer_status;
 
 pub use config::{JobRef, ReporterConfig};
 pub use metrics::TrainerMetrics;
+pub use model_status::{MODEL_FIELD_MANAGER, ModelStatusWriter};
 pub use reporter::Reporter;
 pub use status::FIELD_MANAGER;
 pub use tensorboard::EventWriter;

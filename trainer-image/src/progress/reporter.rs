@@ -105,6 +105,11 @@ impl Reporter {
         Ok(reporter)
     }
 
+    /// The job this reporter writes the status of.
+    pub fn job(&self) -> Option<&JobRef> {
+        self.job.as_ref()
+    }
+
     /// The address `/metrics` is served on (the bound port when port 0 was
     /// configured); `None` without a server.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod ngc_server;
+
 /// The trainer binary under test.
 pub fn trainer() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_megatron-trainer"));
