@@ -226,3 +226,52 @@ pub fn report_loaded(
         Err(e) => tracing::warn!(error = %e, "status.model: no runtime"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MegatronFineTuneSpec {
+        let text = include_str!("../../../examples/squad-qa-megatron-345m-uncased.yaml");
+        serde_yaml::from_str::<crds::MegatronFineTune>(text)
+            .unwrap()
+            .spec
+    }
+
+    #[test]
+    fn a_published_name_without_a_checkpoint_needs_its_weights_unless_random() {
+        let mut s = spec();
+        assert!(needed(&s).is_some());
+        s.model.initialization = Some(crds::Initialization::Random);
+        assert!(needed(&s).is_none());
+    }
+
+    #[test]
+    fn sources_come_from_the_environment() {
+        let s = spec();
+        let local = FetchContext::local();
+        let env = |mirror: &'static str, ngc: Option<&'static str>| {
+            move |k: &str| match k {
+                MIRROR_VAR => Some(mirror.to_owned()),
+                NGC_VAR => ngc.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let default = sources(&s, &local, env("", None)).unwrap();
+        assert!(default.mirror.is_none() && default.shared_cache.is_none());
+        let Some(Remote::Http { base, .. }) = default.ngc else {
+            panic!("NGC is the default");
+        };
+        assert_eq!(base, crds::published::NGC_BASE_URL);
+
+        let air_gapped = sources(&s, &local, env("/models", Some(""))).unwrap();
+        assert!(air_gapped.ngc.is_none());
+        assert!(matches!(air_gapped.mirror, Some(Remote::Store { .. })));
+
+        let Err(e) = sources(&s, &local, env("ftp://mirror/ngc", None)) else {
+            panic!("ftp accepted");
+        };
+        assert!(e.is_invalid_input(), "{e}");
+        assert!(e.to_string().contains("MEGATRON_MODEL_MIRROR"), "{e}");
+    }
+}

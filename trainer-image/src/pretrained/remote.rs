@@ -30,6 +30,19 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 impl Remote {
     /// An HTTP(S) source at `base`.
     pub fn http(variable: &'static str, base: &str) -> Result<Self> {
+        // URLs reach logs and status.model: credentials must not ride in them.
+        let authority = base.split("://").nth(1).unwrap_or(base);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        if authority.contains('@') || base.contains('?') {
+            return Err(PretrainedError::BadSetting {
+                variable,
+                value: "<redacted: the URL carries credentials or a query>".into(),
+                why: "give a base URL without user:password@ or ?query (it would be logged and \
+                      written to status); serve the mirror without credentials inside the cluster, \
+                      or use an s3:// mirror, read with the job's S3 credentials"
+                    .into(),
+            });
+        }
         let base = if base.ends_with('/') {
             base.to_owned()
         } else {
@@ -107,5 +120,27 @@ pub fn http_error(uri: &str, error: reqwest::Error) -> PretrainedError {
     PretrainedError::Http {
         uri: uri.to_owned(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_echoing_them() {
+        for url in [
+            "https://user:secret@mirror.example/ngc/",
+            "https://mirror.example/ngc/?token=secret",
+        ] {
+            let Err(e) = Remote::http("MEGATRON_MODEL_MIRROR", url) else {
+                panic!("{url} accepted");
+            };
+            let message = e.to_string();
+            assert!(!message.contains("secret"), "{message}");
+            assert!(message.contains("MEGATRON_MODEL_MIRROR"), "{message}");
+        }
+        let ok = Remote::http("MEGATRON_MODEL_MIRROR", "http://198.18.0.1:8080/ngc").unwrap();
+        assert_eq!(ok.uri("a/b.pt"), "http://198.18.0.1:8080/ngc/a/b.pt");
     }
 }
