@@ -108,8 +108,13 @@ pub struct MegatronFineTuneSpec {
     pub checkpointing: CheckpointingSpec,
 
     /// The S3-compatible store for outputs and s3:// inputs.
+    // Required by the CRD (the operator's jobs write to the store), so the
+    // schema keeps it required; `None` only in a trainer config for a local
+    // run that reads local files and writes to --output-dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage is immutable: create a new MegatronFineTune"))]
-    pub storage: StorageSpec,
+    pub storage: Option<StorageSpec>,
 
     /// Restarts, deadlines, suspension and cleanup (mutable).
     #[serde(default)]

@@ -125,3 +125,27 @@ fn conditions_merge_by_type() {
         serde_json::json!(["type"])
     );
 }
+
+#[test]
+fn storage_stays_required_and_non_nullable_for_the_api_server() {
+    // The Rust type is `Option<StorageSpec>` so that a trainer config for a
+    // local run may leave it out; the API server must still require it.
+    let spec = &schema()["properties"]["spec"];
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(required.contains(&"storage"), "spec.required: {required:?}");
+    let storage = &spec["properties"]["storage"];
+    assert_eq!(storage["type"], "object", "{storage}");
+    assert!(storage.get("nullable").is_none(), "{storage}");
+    assert!(
+        storage["required"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("bucket")),
+        "{storage}"
+    );
+}

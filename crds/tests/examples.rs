@@ -112,6 +112,8 @@ fn tiny_cpu_example_layout() {
     assert_eq!(spec.task.max_seq_length(), 128);
     assert_eq!(
         spec.storage
+            .as_ref()
+            .expect("the example sets spec.storage")
             .checkpoints_root("default", "tiny-cpu-squad")
             .as_str(),
         "s3://megatron-demo/runs/default/tiny-cpu-squad/checkpoints"

@@ -64,6 +64,11 @@ impl JobView {
                 "metadata.name {name:?} is longer than 52 characters; pods could not be named after it"
             ));
         }
+        // The CRD requires spec.storage (the type allows leaving it out for
+        // the trainer's local runs); the job's outputs go to that store.
+        let storage = job.spec.storage.clone().ok_or(
+            "spec.storage is required: the job's checkpoints and artifacts are written to its S3 store",
+        )?;
         let config_yaml = serde_yaml::to_string(&job.spec)
             .map_err(|e| format!("could not render spec as YAML: {e}"))?;
         Ok(Self {
@@ -76,7 +81,7 @@ impl JobView {
             tensor_parallel_size,
             data_parallel_size,
             gpu: p.device == Device::GPU,
-            storage: job.spec.storage.clone(),
+            storage,
             pod: job.spec.pod.clone(),
             config_yaml,
         })

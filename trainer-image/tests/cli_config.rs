@@ -1,10 +1,17 @@
 //! Loading the configuration through the real binary: a manifest or a bare
 //! spec, YAML or JSON, give the same effective spec; bad input exits 2 with
-//! the field named (and the reason in the termination log).
+//! the field named (and the reason in the termination log); a local run
+//! needs no `spec.storage`, a run that uses S3 without it exits 2 naming it.
 
 mod cli_util;
+mod nemo_util;
 
-use cli_util::{Task, run, spec_yaml, temp_dir, text, trainer, write};
+use std::path::{Path, PathBuf};
+
+use cli_util::{
+    Task, datasets, local_spec_yaml, metrics, run, spec_yaml, temp_dir, text, trainer, write,
+};
+use megatron_trainer::model::HeadConfig;
 
 fn dry_run(config: &std::path::Path) -> std::process::Output {
     run(trainer()
@@ -206,6 +213,145 @@ fn a_missing_config_or_input_file_is_invalid() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("spec.data.train") && stderr.contains("absent.tsv"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A tiny random text-classification model (5 classes, 64 positions: the
+/// generated data set and spec_yaml's maxSeqLength) as `dir/model.nemo`.
+fn text_classification_nemo(dir: &Path) -> PathBuf {
+    let mut cfg = nemo_util::tiny_config();
+    cfg.max_position_embeddings = 64;
+    let path = dir.join("model.nemo");
+    nemo_util::write_tiny_nemo(
+        &path,
+        &cfg,
+        &HeadConfig::sequence_classification(5),
+        None,
+        1,
+        5,
+    );
+    path
+}
+
+#[test]
+fn a_local_run_needs_no_storage() {
+    let dir = temp_dir("no-storage");
+    let spec = local_spec_yaml(Task::TextClassification, 3, 1);
+    assert!(!spec.contains("storage"), "{spec}");
+    write(&dir, "spec.yaml", &spec);
+    text_classification_nemo(&dir);
+
+    // The workstation user's command: local spec, data, .nemo and output.
+    let out = run(trainer().current_dir(&dir).args([
+        "predict",
+        "--config",
+        "spec.yaml",
+        "--nemo",
+        "model.nemo",
+        "--output",
+        "p.txt",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let examples = std::fs::read_to_string(datasets().join("text_classification/dev.tsv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1; // header
+    let predictions = std::fs::read_to_string(dir.join("p.txt")).unwrap();
+    let lines: Vec<&str> = predictions.lines().collect();
+    assert_eq!(
+        lines.len(),
+        examples,
+        "one class per example: {predictions}"
+    );
+    assert!(
+        lines.iter().all(|l| ["0", "1", "2", "3", "4"].contains(l)),
+        "{predictions}"
+    );
+
+    let out = run(trainer().current_dir(&dir).args([
+        "evaluate",
+        "--config",
+        "spec.yaml",
+        "--nemo",
+        "model.nemo",
+        "--output",
+        "metrics.json",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let m = metrics(&dir.join("metrics.json"));
+    assert!(
+        m.contains_key("test_accuracy") && m.contains_key("test_f1"),
+        "{m:?}"
+    );
+
+    // The effective spec of a local run has no storage either.
+    let out = dry_run(&dir.join("spec.yaml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed = yaml_to_json(&String::from_utf8(out.stdout).unwrap());
+    assert!(printed.get("storage").is_none(), "{printed:#}");
+}
+
+#[test]
+fn storage_is_required_where_s3_is_used() {
+    // An s3:// input in the spec: exit 2 before any work, naming spec.storage,
+    // the field and the fix.
+    let d = datasets().display().to_string();
+    let local_test = format!("test: {d}/text_classification/dev.tsv");
+    let spec = local_spec_yaml(Task::TextClassification, 3, 1);
+    assert!(spec.contains(&local_test), "{spec}");
+    expect_invalid(
+        "s3-without-storage",
+        &spec.replace(&local_test, "test: s3://datasets/tc/dev.tsv"),
+        &[
+            "spec.storage is required to read s3:// locations (spec.data.test: s3://datasets/tc/dev.tsv)",
+            "add spec.storage (bucket and credentialsSecretRef",
+            "or use local paths",
+        ],
+    );
+
+    // predict with an s3:// .nemo on the command line.
+    let dir = temp_dir("s3-without-storage-predict");
+    let f = write(&dir, "spec.yaml", &spec);
+    let out = run(trainer()
+        .args(["predict", "--config"])
+        .arg(&f)
+        .args(["--nemo", "s3://models/tc/model.nemo", "--output"])
+        .arg(dir.join("p.txt")));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.storage is required")
+            && stderr.contains("spec.model.nemo: s3://models/tc/model.nemo"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("p.txt").exists());
+
+    // Outputs to the job's S3 root (a manifest with metadata.name and no
+    // --output-dir) need the store too; the message names the local way out.
+    let manifest = serde_json::json!({
+        "apiVersion": "megatron.dev/v1alpha1",
+        "kind": "MegatronFineTune",
+        "metadata": {"name": "tc"},
+        "spec": yaml_to_json(&spec),
+    });
+    let f = write(
+        &dir,
+        "manifest.yaml",
+        &serde_yaml::to_string(&manifest).unwrap(),
+    );
+    let out = run(trainer()
+        .args(["train", "--random-init", "--config"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "writing the outputs to the job's S3 root needs the S3 store, but the config has no spec.storage"
+        ) && stderr.contains("or pass --output-dir DIR"),
         "{}",
         text(&out)
     );

@@ -1,4 +1,4 @@
-//! `megatron-trainer inspect`: describes a checkpoint.
+//! `megatron-trainer inspect`: describes a checkpoint or a `.nemo` archive.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use megatron_trainer::job::{JobError, JobResult};
 /// `inspect` arguments.
 #[derive(Args, Clone, Debug)]
 pub struct InspectArgs {
-    /// Checkpoint root, iteration directory, rank file or HF directory.
+    /// Checkpoint root, iteration directory, rank file, HF directory or .nemo archive.
     pub path: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]

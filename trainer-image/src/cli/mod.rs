@@ -41,7 +41,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Describe a checkpoint: format, iteration, checkpoint_version, config,
     /// tensor-parallel size and its tensors (Megatron-LM directory or file,
-    /// any torch.save file, Hugging Face safetensors directory).
+    /// any torch.save file, Hugging Face safetensors directory); or a .nemo:
+    /// task and head, architecture, vocabulary, labels and weights.
     Inspect(inspect::InspectArgs),
     /// Convert between Megatron-LM checkpoints and .nemo archives, or change
     /// the tensor-parallel size.

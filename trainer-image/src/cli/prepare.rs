@@ -62,7 +62,7 @@ pub fn connect(
     // Same seed across a tensor-parallel group (replicated head init, hidden
     // dropout), different per data-parallel replica.
     tch::manual_seed(spec.training.seed + topo.dp_rank as i64);
-    let inputs = Inputs::new(&spec.storage, cache_dir)?;
+    let inputs = Inputs::new(spec.storage.as_ref(), cache_dir)?;
     Ok(Session {
         config,
         identity,

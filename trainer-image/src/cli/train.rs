@@ -20,7 +20,7 @@ use megatron_trainer::checkpoint::nemo::{
 use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::job::{
     FetchContext, JobConfig, JobError, JobResult, Outputs, Publish, RankIdentity, Role, RunHooks,
-    RunLogFile, launch, published_weights, role, termination,
+    RunLogFile, STORAGE_FIX, launch, published_weights, role, termination,
 };
 use megatron_trainer::model::gather_state_dict;
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
@@ -156,12 +156,23 @@ fn outputs(args: &JobArgs, config: &JobConfig, job: Option<&JobRef>) -> JobResul
     let scratch = std::env::var_os("MEGATRON_WORK_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("megatron-work"));
-    let storage = &config.spec.storage;
+    let storage = || {
+        config
+            .spec
+            .storage
+            .as_ref()
+            .ok_or_else(|| JobError::StorageRequired {
+                needed_by: "writing the outputs to the job's S3 root".into(),
+                fix: format!(
+                    "{STORAGE_FIX}, or pass --output-dir DIR to write the outputs to a local directory"
+                ),
+            })
+    };
     match (job, &config.name) {
-        (Some(j), _) => Outputs::s3(storage, &j.namespace, &j.name, scratch),
+        (Some(j), _) => Outputs::s3(storage()?, &j.namespace, &j.name, scratch),
         (None, Some(name)) => {
             let ns = config.namespace.as_deref().unwrap_or("default");
-            Outputs::s3(storage, ns, name, scratch)
+            Outputs::s3(storage()?, ns, name, scratch)
         }
         (None, None) => Err(JobError::invalid(
             "no output location: pass --output-dir DIR, or give the manifest a metadata.name \

@@ -37,6 +37,16 @@ pub enum JobError {
     /// The training loop, a task, the reporter or the checkpointer failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// The run needs the S3 store (an `s3://` input, outputs to the job's S3
+    /// root) but the config has no `spec.storage`, which only a run on local
+    /// files writing to `--output-dir` may leave out.
+    #[error("{needed_by} needs the S3 store, but the config has no spec.storage: {fix}")]
+    StorageRequired {
+        /// What needs the store, naming the field or location.
+        needed_by: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -67,7 +77,7 @@ impl JobError {
     /// True when retrying the same job cannot succeed (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            Self::Invalid(_) | Self::Tokenizer(_) => true,
+            Self::Invalid(_) | Self::Tokenizer(_) | Self::StorageRequired { .. } => true,
             Self::Storage(e) => e.is_invalid_input() || e.is_not_found(),
             Self::Checkpoint(e) => e.is_invalid_input(),
             Self::Model(e) => !matches!(e, ModelError::Torch(_) | ModelError::Comm(_)),
@@ -86,7 +96,7 @@ impl JobError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Storage(e) if e.is_not_found() => "InputNotFound",
-            Self::Storage(_) => "InvalidStorage",
+            Self::Storage(_) | Self::StorageRequired { .. } => "InvalidStorage",
             Self::Checkpoint(_) => "InvalidCheckpoint",
             Self::Model(_) => "InvalidModel",
             Self::Tokenizer(_) => "InvalidTokenizer",
@@ -108,6 +118,12 @@ impl From<JobError> for TrainError {
         }
     }
 }
+
+/// How to give a config the S3 store it lacks (the end of a
+/// [`JobError::StorageRequired`] or validation message).
+pub const STORAGE_FIX: &str = "add spec.storage (bucket and credentialsSecretRef, and endpoint \
+     for a store other than AWS S3; a local run reads the keys from AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY)";
 
 /// Result of the job modules.
 pub type JobResult<T> = std::result::Result<T, JobError>;

@@ -1,6 +1,7 @@
 //! Inputs of a job as local files: absolute paths are used as they are,
 //! `s3://bucket/key` objects are downloaded (through `spec.storage`'s
-//! endpoint and the environment's credentials) into a cache directory.
+//! endpoint and the environment's credentials) into a cache directory. A
+//! config without `spec.storage` (a local run) reads local paths only.
 //!
 //! A cached object is reused when a sidecar `<file>.source.json` records the
 //! same size and modification time as the object now has; the sidecar also
@@ -13,14 +14,14 @@ use crds::uri::Location;
 use crds::{CheckpointDir, MegatronCheckpoint, MegatronFineTuneSpec, StorageSpec, Uri};
 use serde::{Deserialize, Serialize};
 
-use super::error::{JobError, JobResult};
+use super::error::{JobError, JobResult, STORAGE_FIX};
 use super::s3::s3_store;
 use crate::storage::{ObjectInfo, Store, TransferOptions};
 use crate::task::SplitFiles;
 
 /// Resolves [`Uri`]s to local paths.
 pub struct Inputs {
-    storage: StorageSpec,
+    storage: Option<StorageSpec>,
     cache_dir: PathBuf,
     runtime: tokio::runtime::Runtime,
 }
@@ -34,15 +35,16 @@ struct Source {
 }
 
 impl Inputs {
-    /// Downloads go under `cache_dir/<bucket>/<key>`.
-    pub fn new(storage: &StorageSpec, cache_dir: impl Into<PathBuf>) -> JobResult<Self> {
+    /// Downloads go under `cache_dir/<bucket>/<key>`; without `storage`
+    /// (`spec.storage` unset) an `s3://` location is an error naming it.
+    pub fn new(storage: Option<&StorageSpec>, cache_dir: impl Into<PathBuf>) -> JobResult<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| JobError::io("starting the download runtime", e))?;
         Ok(Self {
-            storage: storage.clone(),
+            storage: storage.cloned(),
             cache_dir: cache_dir.into(),
             runtime,
         })
@@ -64,7 +66,7 @@ impl Inputs {
         match parse(field, uri)? {
             Location::Path(p) => existing(field, Path::new(p), false),
             Location::S3 { bucket, key } => {
-                let store = s3_store(&self.storage, bucket, "")?;
+                let store = self.store(field, uri, bucket, "")?;
                 let dest = cache_path(&self.cache_dir, field, bucket, key)?;
                 self.fetch(&store, key, &format!("s3://{bucket}/{key}"), &dest)?;
                 Ok(dest)
@@ -77,7 +79,7 @@ impl Inputs {
         match parse(field, uri)? {
             Location::Path(p) => Ok(Path::new(p).exists()),
             Location::S3 { bucket, key } => {
-                let store = s3_store(&self.storage, bucket, "")?;
+                let store = self.store(field, uri, bucket, "")?;
                 match self.runtime.block_on(store.head(key)) {
                     Ok(_) => Ok(true),
                     Err(e) if e.is_not_found() => Ok(false),
@@ -93,7 +95,7 @@ impl Inputs {
             Location::Path(p) => existing(field, Path::new(p), true),
             Location::S3 { bucket, key } => {
                 let key = key.trim_end_matches('/');
-                let store = s3_store(&self.storage, bucket, key)?;
+                let store = self.store(field, uri, bucket, key)?;
                 let dest = cache_path(&self.cache_dir, field, bucket, key)?;
                 let objects = self.runtime.block_on(store.list(""))?;
                 if objects.is_empty() {
@@ -150,6 +152,18 @@ impl Inputs {
                     .unwrap_or_default())
             }
         }
+    }
+
+    /// The store of `bucket`/`prefix` for the `s3://` location `uri` of `field`.
+    fn store(&self, field: &str, uri: &Uri, bucket: &str, prefix: &str) -> JobResult<Store> {
+        let storage = self
+            .storage
+            .as_ref()
+            .ok_or_else(|| JobError::StorageRequired {
+                needed_by: format!("{field} ({uri})"),
+                fix: format!("{STORAGE_FIX}, or use a local path"),
+            })?;
+        Ok(s3_store(storage, bucket, prefix)?)
     }
 
     /// The local files of every data split of `spec`.

@@ -20,7 +20,7 @@ pub mod termination;
 pub mod validate;
 
 pub use config::{JobConfig, config_path, load_config, parse_config};
-pub use error::{JobError, JobResult};
+pub use error::{JobError, JobResult, STORAGE_FIX};
 pub use hooks::{Publish, RunHooks};
 pub use inputs::Inputs;
 pub use model_source::{StartingPoint, Weights, starting_point, warn_random_init};

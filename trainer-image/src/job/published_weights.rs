@@ -8,7 +8,7 @@ use std::time::Duration;
 use crds::MegatronFineTuneSpec;
 use crds::published::Published;
 
-use super::error::{JobError, JobResult};
+use super::error::{JobError, JobResult, STORAGE_FIX};
 use super::s3::s3_store;
 use crate::model::BertConfig;
 use crate::pretrained::{PretrainedError, Remote, Request, Resolved, Sources, resolve};
@@ -120,11 +120,9 @@ pub fn sources(
     context: &FetchContext,
     env: impl Fn(&str) -> Option<String>,
 ) -> JobResult<Sources> {
-    let storage = &spec.storage;
-    let shared_cache = if context.shared_cache {
-        Some(s3_store(storage, &storage.bucket, &storage.prefix)?)
-    } else {
-        None
+    let shared_cache = match (&spec.storage, context.shared_cache) {
+        (Some(storage), true) => Some(s3_store(storage, &storage.bucket, &storage.prefix)?),
+        _ => None,
     };
     let mirror = match env(MIRROR_VAR)
         .map(|v| v.trim().to_owned())
@@ -161,7 +159,16 @@ fn mirror(spec: &MegatronFineTuneSpec, value: &str) -> JobResult<Remote> {
         if bucket.is_empty() {
             return Err(bad("name a bucket: s3://bucket/prefix"));
         }
-        let store = s3_store(&spec.storage, bucket, prefix.trim_end_matches('/'))?;
+        let storage = spec
+            .storage
+            .as_ref()
+            .ok_or_else(|| JobError::StorageRequired {
+                needed_by: format!("{MIRROR_VAR}={value}"),
+                fix: format!(
+                    "{STORAGE_FIX}, or give the mirror as an http(s):// URL or a directory"
+                ),
+            })?;
+        let store = s3_store(storage, bucket, prefix.trim_end_matches('/'))?;
         return Ok(Remote::Store { store });
     }
     if value.starts_with('/') {

@@ -1,11 +1,14 @@
 //! The spec rules the API server enforces (schema ranges and CEL rules of the
 //! CRD), checked again by the trainer so a config file run outside Kubernetes
-//! fails with the same field-named messages before any work starts.
+//! fails with the same field-named messages before any work starts. One rule
+//! is relaxed: `spec.storage` is required only when an `s3://` location needs it.
 
 use crds::{
     MegatronFineTuneSpec, Metric, Mode, ResumePolicy, Task, TaskType, Uri, model::HEADS_345M,
-    training::Precision,
+    training::Precision, uri::Location,
 };
+
+use super::error::STORAGE_FIX;
 
 /// Rules a command line may relax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,23 +66,43 @@ fn uris(spec: &MegatronFineTuneSpec, p: &mut Problems) {
             spec.checkpointing.resume.from.as_ref(),
         ),
     ];
+    let mut on_s3 = Vec::new();
     for (field, uri) in fields {
         if let Some(uri) = uri {
             p.check(uri.location().is_ok(), || {
                 format!("{field}: {}", uri.location().unwrap_err())
             });
+            // resume.from is opened with the environment's S3 settings only.
+            if matches!(uri.location(), Ok(Location::S3 { .. }))
+                && field != "spec.checkpointing.resume.from"
+            {
+                on_s3.push(format!("{field}: {uri}"));
+            }
         }
     }
-    let bucket = &spec.storage.bucket;
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && !bucket.starts_with(['.', '-'])
-        && !bucket.ends_with(['.', '-']);
-    p.check(bucket_ok, || {
-        format!("spec.storage.bucket: {bucket:?} is not a bucket name (3-63 characters of a-z, 0-9, '.', '-')")
-    });
+    match &spec.storage {
+        Some(storage) => {
+            let bucket = &storage.bucket;
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                })
+                && !bucket.starts_with(['.', '-'])
+                && !bucket.ends_with(['.', '-']);
+            p.check(bucket_ok, || {
+                format!("spec.storage.bucket: {bucket:?} is not a bucket name (3-63 characters of a-z, 0-9, '.', '-')")
+            });
+        }
+        // The API server requires spec.storage; the trainer only where it is
+        // used, so a run on local files needs no bucket (outputs to the
+        // job's S3 root are checked where they are chosen).
+        None => p.check(on_s3.is_empty(), || {
+            format!(
+                "spec.storage is required to read s3:// locations ({}): {STORAGE_FIX}, or use local paths",
+                on_s3.join(", ")
+            )
+        }),
+    }
     if let Some(nemo) = &m.nemo {
         p.check(nemo.as_str().ends_with(".nemo"), || {
             "spec.model.nemo must name a .nemo file (ending in .nemo), e.g. s3://bucket/models/squad.nemo".into()

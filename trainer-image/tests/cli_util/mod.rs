@@ -125,6 +125,19 @@ pub fn spec_yaml(task: Task, steps: i64, tp: i64) -> String {
     )
 }
 
+/// [`spec_yaml`] without `spec.storage`: the config of a run on local files
+/// that writes to `--output-dir` (or `evaluate`/`predict --output`).
+pub fn local_spec_yaml(task: Task, steps: i64, tp: i64) -> String {
+    let spec = spec_yaml(task, steps, tp);
+    let local: String = spec
+        .lines()
+        .filter(|l| !l.starts_with("storage:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(local.len() < spec.len(), "spec_yaml sets spec.storage");
+    local
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

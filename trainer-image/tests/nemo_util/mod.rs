@@ -1,9 +1,10 @@
-//! Helpers shared by the .nemo tests: a tiny random Megatron-BERT task model
-//! and its vocabulary.
+//! Helpers shared by the .nemo tests: a tiny random Megatron-BERT task model,
+//! its vocabulary, and the model written as a .nemo.
 #![allow(dead_code)]
 
 use std::path::Path;
 
+use megatron_trainer::checkpoint::nemo::{self, DEFAULT_COMPRESSION, NemoContents, NemoWeights};
 use megatron_trainer::model::{
     BertConfig, BertTaskModel, HeadConfig, HeadOutput, StateDict, shard_state_dict,
 };
@@ -47,6 +48,38 @@ pub fn write_vocab(path: &Path, n: i64) {
         .into();
     toks.extend((5..n).map(|i| format!("tok{i}")));
     std::fs::write(path, toks.join("\n") + "\n").unwrap();
+}
+
+/// Writes a random model of `cfg` with `head` (seed `seed`) as a .nemo at
+/// `path`: tensor-parallel size `tp`, a vocabulary of `cfg.vocab_size`
+/// tokens (lower case), `labels` in id order, no pooler. Returns the full
+/// (TP=1) state dict it was cut from, the pooler included.
+pub fn write_tiny_nemo(
+    path: &Path,
+    cfg: &BertConfig,
+    head: &HeadConfig,
+    labels: Option<&[String]>,
+    tp: i64,
+    seed: i64,
+) -> StateDict {
+    let vocab = path.with_extension("vocab.txt");
+    write_vocab(&vocab, cfg.vocab_size);
+    let full = random_full(cfg, head, seed);
+    let contents = NemoContents {
+        config: cfg,
+        head,
+        weights: NemoWeights::Full(&full),
+        tp_size: tp,
+        pretrained_model_name: "megatron-bert-uncased",
+        vocab_file: &vocab,
+        do_lower_case: true,
+        label_names: labels,
+        dataset: serde_json::Map::new(),
+        include_pooler: false,
+        compression_level: DEFAULT_COMPRESSION,
+    };
+    nemo::write_nemo(path, &contents).unwrap();
+    full
 }
 
 /// The config keys the Python checker needs.

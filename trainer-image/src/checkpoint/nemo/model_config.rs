@@ -54,6 +54,17 @@ impl NemoTask {
     }
 }
 
+/// The command-line spelling (`question-answering`, ...), as `FromStr` reads it.
+impl std::fmt::Display for NemoTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::QuestionAnswering => "question-answering",
+            Self::TokenClassification => "token-classification",
+            Self::TextClassification => "text-classification",
+        })
+    }
+}
+
 impl std::str::FromStr for NemoTask {
     type Err = String;
 
@@ -209,6 +220,9 @@ pub struct Parsed {
     pub labels_ref: Option<String>,
     /// The `dataset` section.
     pub dataset: Map<String, Value>,
+    /// `nemo_version`: the NeMo release that saved the model (NeMo's
+    /// `ModelPT` records it; our archives do not).
+    pub nemo_version: Option<String>,
 }
 
 /// Parses a model config; errors name the field.
@@ -332,6 +346,10 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
         vocab_ref: str_at(&["tokenizer", "vocab_file"]),
         labels_ref: str_at(&["class_labels", "class_labels_file"]),
         dataset,
+        nemo_version: cfg
+            .get("nemo_version")
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
     })
 }
 
@@ -377,6 +395,20 @@ mod tests {
                 assert_eq!(parsed.dataset["pad_label"], json!("O"));
             }
         }
+    }
+
+    #[test]
+    fn task_names_round_trip_and_the_nemo_version_is_read() {
+        for task in [
+            NemoTask::QuestionAnswering,
+            NemoTask::TokenClassification,
+            NemoTask::TextClassification,
+        ] {
+            assert_eq!(task.to_string().parse::<NemoTask>(), Ok(task));
+        }
+        let parsed = parse("target: x.QAModel\nnemo_version: 1.23.0\n").unwrap();
+        assert_eq!(parsed.nemo_version.as_deref(), Some("1.23.0"));
+        assert_eq!(parse("target: x.QAModel\n").unwrap().nemo_version, None);
     }
 
     #[test]

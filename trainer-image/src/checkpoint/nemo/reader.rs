@@ -19,7 +19,7 @@ use super::{NemoModel, artifact, keys, shapes};
 use crate::checkpoint::error::{CheckpointError, Result};
 use crate::checkpoint::megatron::{model_entry, qkv, reshard_repad};
 use crate::checkpoint::torch_pickle;
-use crate::model::{BertConfig, StateDict, merge_shards, shard_state_dict};
+use crate::model::{BertConfig, HeadConfig, StateDict, merge_shards, shard_state_dict};
 
 /// How to read an archive.
 #[derive(Clone, Debug, Default)]
@@ -50,11 +50,7 @@ pub fn read_nemo_with(
             "tensor-parallel rank {tp_rank} of size {target_tp} is not a valid rank"
         )));
     }
-    let scratch = match &opts.scratch_dir {
-        Some(d) => tempfile::Builder::new().prefix("nemo-").tempdir_in(d),
-        None => tempfile::Builder::new().prefix("nemo-").tempdir(),
-    }
-    .map_err(|e| CheckpointError::io(opts.scratch_dir.clone().unwrap_or_default(), e))?;
+    let scratch = scratch_dir(opts)?;
     // Extract only this rank's `mp_rank_NN` weights; all of them only if resharding needs them.
     let mut scan = scan(path, scratch.path(), Some(tp_rank as usize))?;
     // Weights files by source rank.
@@ -65,86 +61,21 @@ pub fn read_nemo_with(
         weight_files = self::weight_files(path, &scan.weights, &scan.rank_dirs)?;
     }
 
-    let cfg_text = scan
-        .small
-        .get("model_config.yaml")
-        .ok_or_else(|| invalid("model_config.yaml is missing: not a .nemo archive".into()))?;
-    let cfg_text = std::str::from_utf8(cfg_text)
-        .map_err(|_| invalid("model_config.yaml is not UTF-8 text".into()))?;
-    let parsed =
-        model_config::parse(cfg_text).map_err(|m| invalid(format!("model_config.yaml: {m}")))?;
-    let member_text = |reference: &str, what: &str| -> Result<Vec<u8>> {
-        let member = artifact::member_of_ref(reference);
-        scan.small.get(member).cloned().ok_or_else(|| {
-            invalid(format!(
-                "{member} (the {what} that model_config.yaml names as {reference}) is missing"
-            ))
-        })
-    };
-
-    // Megatron checkpoint version: the QKV row order of the saved weights.
-    let version = match scan
-        .small
-        .iter()
-        .find(|(k, _)| k.ends_with("megatron_checkpoint_version.json"))
-    {
-        None => None,
-        Some((member, bytes)) => {
-            let v: serde_json::Value = serde_json::from_slice(bytes)
-                .map_err(|e| invalid(format!("{member}: not JSON: {e}")))?;
-            match v.get("checkpoint_version") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(x) => Some(x.as_f64().ok_or_else(|| {
-                    invalid(format!("{member}: checkpoint_version {x} is not a number"))
-                })?),
-            }
-        }
-    };
-
-    // Vocabulary.
-    let vocab = match &parsed.vocab_ref {
-        Some(r) => Some(member_text(r, "tokenizer vocabulary")?),
-        None => None,
-    };
+    let Described {
+        parsed,
+        version,
+        vocab,
+        mut config,
+        labels,
+        do_lower_case,
+    } = describe(path, &scan.small)?;
     let vocab_file = match &vocab {
-        Some(bytes) => {
+        Some(v) => {
             let p = scratch.path().join("vocab.txt");
-            std::fs::write(&p, bytes).map_err(|e| CheckpointError::io(&p, e))?;
+            std::fs::write(&p, &v.bytes).map_err(|e| CheckpointError::io(&p, e))?;
             Some(p)
         }
         None => None,
-    };
-    let vocab_size = vocab.as_ref().map(|b| {
-        String::from_utf8_lossy(b)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count() as i64
-    });
-
-    // Architecture: encoder config file, inline config, or a published name.
-    let mut encoder_json: Option<serde_json::Value> = None;
-    let mut config = if let Some(r) = &parsed.encoder_config_ref {
-        let text = member_text(r, "encoder config")?;
-        let text = String::from_utf8_lossy(&text).to_string();
-        encoder_json = serde_json::from_str(&text).ok();
-        parse_config(&text, vocab_size)
-            .map_err(|m| invalid(format!("{}: {m}", artifact::member_of_ref(r))))?
-    } else if let Some(inline) = &parsed.inline_encoder_config {
-        parse_config(&inline.to_string(), vocab_size)
-            .map_err(|m| invalid(format!("model_config.yaml language_model.config: {m}")))?
-    } else if let Some(name) = &parsed.pretrained_model_name {
-        let mut c = BertConfig::pretrained(name)
-            .map_err(|e| invalid(format!("model_config.yaml language_model: {e}")))?;
-        if let Some(v) = vocab_size {
-            c.vocab_size = v;
-        }
-        c
-    } else {
-        return Err(invalid(
-            "model_config.yaml has no language_model.config_file, language_model.config or \
-             pretrained_model_name: the architecture is unknown"
-                .into(),
-        ));
     };
     let heads = config.num_attention_heads;
     if heads % source_tp != 0 || config.ffn_hidden_size % source_tp != 0 {
@@ -242,41 +173,6 @@ pub fn read_nemo_with(
         }
     }
 
-    // Labels.
-    let labels = match (&parsed.label_ids, &parsed.labels_ref) {
-        (Some(l), _) => Some(l.clone()),
-        (None, Some(r)) => {
-            let text = member_text(r, "class labels file")?;
-            Some(
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect::<Vec<_>>(),
-            )
-        }
-        (None, None) => None,
-    };
-
-    let do_lower_case = parsed
-        .dataset
-        .get("do_lower_case")
-        .and_then(serde_json::Value::as_bool)
-        .or_else(|| {
-            encoder_json
-                .as_ref()
-                .and_then(|j| j.get("tokenizer_type"))
-                .and_then(serde_json::Value::as_str)
-                .map(|t| t.contains("LowerCase"))
-        })
-        .or_else(|| {
-            parsed
-                .pretrained_model_name
-                .as_ref()
-                .map(|n| n.contains("uncased"))
-        });
-
     // Reshard when the tensor-parallel size differs.
     let state = if source_tp == target_tp {
         shards.pop().expect("one shard")
@@ -313,6 +209,227 @@ pub fn read_nemo_with(
     })
 }
 
+/// A .nemo described without building its model (`inspect`): what the small
+/// members say, parsed as [`read_nemo`] parses them, and rank 0's weights
+/// member as stored (tensors in memory, names as in the archive).
+#[derive(Debug)]
+pub struct NemoArchive {
+    pub path: PathBuf,
+    /// gzip-compressed (else a plain tar).
+    pub gzip: bool,
+    /// Every file member, in archive order.
+    pub members: Vec<String>,
+    pub task: NemoTask,
+    /// The head as `model_config.yaml` describes it (text classification
+    /// without `dataset.num_classes`: 0 classes).
+    pub head: HeadConfig,
+    /// The architecture; `padded_vocab_size` as the config states it (the
+    /// word embeddings' rows are the truth).
+    pub config: BertConfig,
+    /// The weights members in rank order (`model_weights.ckpt`, or
+    /// `mp_rank_NN/model_weights.ckpt`): the tensor-parallel size.
+    pub weights_members: Vec<String>,
+    /// From `megatron_checkpoint_version.json` (None when absent).
+    pub checkpoint_version: Option<f64>,
+    /// The tokenizer vocabulary member and its token count.
+    pub vocab: Option<(String, i64)>,
+    pub do_lower_case: Option<bool>,
+    /// Label names in id order.
+    pub labels: Option<Vec<String>>,
+    pub pretrained_model_name: Option<String>,
+    /// The NeMo release that saved it, when recorded.
+    pub nemo_version: Option<String>,
+    /// `model_config.yaml`'s `dataset` section.
+    pub dataset: serde_json::Map<String, serde_json::Value>,
+    /// Rank 0's weights member as loaded (the `torch.save` object).
+    pub rank0: torch_pickle::Value,
+}
+
+/// Reads the .nemo at `path` for a description: its small members and rank
+/// 0's weights member (the other ranks are not extracted); no model is built
+/// and the weights are not converted.
+pub fn open_nemo(path: &Path, opts: &ReadOptions) -> Result<NemoArchive> {
+    let scratch = scratch_dir(opts)?;
+    let scan = scan(path, scratch.path(), Some(0))?;
+    // The config first: a tar that is no .nemo says so.
+    let described = describe(path, &scan.small)?;
+    let weight_files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    let (member, file) = &weight_files[0];
+    let (rank0, _) = torch_pickle::load(file).map_err(|e| rename_error(e, path, member))?;
+    let parsed = described.parsed;
+    Ok(NemoArchive {
+        path: path.to_path_buf(),
+        gzip: scan.gzip,
+        members: scan.members,
+        task: parsed.task,
+        head: parsed.head,
+        config: described.config,
+        weights_members: weight_files.into_iter().map(|(m, _)| m).collect(),
+        checkpoint_version: described.version,
+        vocab: described.vocab.map(|v| (v.member, v.size)),
+        do_lower_case: described.do_lower_case,
+        labels: described.labels,
+        pretrained_model_name: parsed.pretrained_model_name,
+        nemo_version: parsed.nemo_version,
+        dataset: parsed.dataset,
+        rank0,
+    })
+}
+
+fn scratch_dir(opts: &ReadOptions) -> Result<tempfile::TempDir> {
+    match &opts.scratch_dir {
+        Some(d) => tempfile::Builder::new().prefix("nemo-").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("nemo-").tempdir(),
+    }
+    .map_err(|e| CheckpointError::io(opts.scratch_dir.clone().unwrap_or_default(), e))
+}
+
+/// The vocabulary member of an archive.
+#[derive(Clone, Debug)]
+struct Vocab {
+    member: String,
+    bytes: Vec<u8>,
+    /// Tokens (non-empty lines).
+    size: i64,
+}
+
+/// What an archive's small members say: `model_config.yaml`, the Megatron
+/// checkpoint version, the vocabulary, the architecture and the labels.
+struct Described {
+    parsed: model_config::Parsed,
+    version: Option<f64>,
+    vocab: Option<Vocab>,
+    /// `padded_vocab_size` as the config states it (the weights decide).
+    config: BertConfig,
+    labels: Option<Vec<String>>,
+    do_lower_case: Option<bool>,
+}
+
+fn describe(path: &Path, small: &BTreeMap<String, Vec<u8>>) -> Result<Described> {
+    let invalid = |m: String| CheckpointError::invalid(path, m);
+    let cfg_text = small
+        .get("model_config.yaml")
+        .ok_or_else(|| invalid("model_config.yaml is missing: not a .nemo archive".into()))?;
+    let cfg_text = std::str::from_utf8(cfg_text)
+        .map_err(|_| invalid("model_config.yaml is not UTF-8 text".into()))?;
+    let parsed =
+        model_config::parse(cfg_text).map_err(|m| invalid(format!("model_config.yaml: {m}")))?;
+    let member_text = |reference: &str, what: &str| -> Result<Vec<u8>> {
+        let member = artifact::member_of_ref(reference);
+        small.get(member).cloned().ok_or_else(|| {
+            invalid(format!(
+                "{member} (the {what} that model_config.yaml names as {reference}) is missing"
+            ))
+        })
+    };
+
+    // Megatron checkpoint version: the QKV row order of the saved weights.
+    let version = match small
+        .iter()
+        .find(|(k, _)| k.ends_with("megatron_checkpoint_version.json"))
+    {
+        None => None,
+        Some((member, bytes)) => {
+            let v: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| invalid(format!("{member}: not JSON: {e}")))?;
+            match v.get("checkpoint_version") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(x) => Some(x.as_f64().ok_or_else(|| {
+                    invalid(format!("{member}: checkpoint_version {x} is not a number"))
+                })?),
+            }
+        }
+    };
+
+    // Vocabulary.
+    let vocab = match &parsed.vocab_ref {
+        Some(r) => {
+            let bytes = member_text(r, "tokenizer vocabulary")?;
+            let size = String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count() as i64;
+            Some(Vocab {
+                member: artifact::member_of_ref(r).to_string(),
+                bytes,
+                size,
+            })
+        }
+        None => None,
+    };
+    let vocab_size = vocab.as_ref().map(|v| v.size);
+
+    // Architecture: encoder config file, inline config, or a published name.
+    let mut encoder_json: Option<serde_json::Value> = None;
+    let config = if let Some(r) = &parsed.encoder_config_ref {
+        let text = member_text(r, "encoder config")?;
+        let text = String::from_utf8_lossy(&text).to_string();
+        encoder_json = serde_json::from_str(&text).ok();
+        parse_config(&text, vocab_size)
+            .map_err(|m| invalid(format!("{}: {m}", artifact::member_of_ref(r))))?
+    } else if let Some(inline) = &parsed.inline_encoder_config {
+        parse_config(&inline.to_string(), vocab_size)
+            .map_err(|m| invalid(format!("model_config.yaml language_model.config: {m}")))?
+    } else if let Some(name) = &parsed.pretrained_model_name {
+        let mut c = BertConfig::pretrained(name)
+            .map_err(|e| invalid(format!("model_config.yaml language_model: {e}")))?;
+        if let Some(v) = vocab_size {
+            c.vocab_size = v;
+        }
+        c
+    } else {
+        return Err(invalid(
+            "model_config.yaml has no language_model.config_file, language_model.config or \
+             pretrained_model_name: the architecture is unknown"
+                .into(),
+        ));
+    };
+
+    // Labels.
+    let labels = match (&parsed.label_ids, &parsed.labels_ref) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(r)) => {
+            let text = member_text(r, "class labels file")?;
+            Some(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        }
+        (None, None) => None,
+    };
+
+    let do_lower_case = parsed
+        .dataset
+        .get("do_lower_case")
+        .and_then(serde_json::Value::as_bool)
+        .or_else(|| {
+            encoder_json
+                .as_ref()
+                .and_then(|j| j.get("tokenizer_type"))
+                .and_then(serde_json::Value::as_str)
+                .map(|t| t.contains("LowerCase"))
+        })
+        .or_else(|| {
+            parsed
+                .pretrained_model_name
+                .as_ref()
+                .map(|n| n.contains("uncased"))
+        });
+
+    Ok(Described {
+        parsed,
+        version,
+        vocab,
+        config,
+        labels,
+        do_lower_case,
+    })
+}
+
 fn parse_config(text: &str, vocab_size: Option<i64>) -> std::result::Result<BertConfig, String> {
     match vocab_size {
         Some(v) => BertConfig::from_json_or_yaml_with_vocab(text, v),
@@ -329,6 +446,10 @@ struct Scan {
     weights: Vec<(String, PathBuf)>,
     /// Ranks of the `mp_rank_NN` directory entries.
     rank_dirs: Vec<usize>,
+    /// The archive is gzip-compressed (else a plain tar).
+    gzip: bool,
+    /// Every file member (normalized name), in archive order.
+    members: Vec<String>,
 }
 
 fn is_weights(name: &str) -> bool {
@@ -346,15 +467,10 @@ fn rank_part(name: &str) -> Option<&str> {
 /// empty path).
 fn scan(path: &Path, scratch: &Path, only_rank: Option<usize>) -> Result<Scan> {
     let fmt = |m: String| CheckpointError::format(path, m);
-    let mut file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
-    let mut magic = [0u8; 2];
-    let n = file
-        .read(&mut magic)
-        .map_err(|e| CheckpointError::io(path, e))?;
-    drop(file);
+    let gzip = read_head(path, 2).map_err(|e| CheckpointError::io(path, e))? == GZIP_MAGIC;
     let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
     let buffered = BufReader::with_capacity(1 << 20, file);
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+    let reader: Box<dyn Read> = if gzip {
         Box::new(MultiGzDecoder::new(buffered))
     } else {
         Box::new(buffered)
@@ -363,6 +479,7 @@ fn scan(path: &Path, scratch: &Path, only_rank: Option<usize>) -> Result<Scan> {
     let mut small = BTreeMap::new();
     let mut weights = Vec::new();
     let mut rank_dirs = Vec::new();
+    let mut members = Vec::new();
     let entries = archive
         .entries()
         .map_err(|e| fmt(format!("not a tar archive: {e}")))?;
@@ -388,6 +505,7 @@ fn scan(path: &Path, scratch: &Path, only_rank: Option<usize>) -> Result<Scan> {
             .to_string_lossy()
             .to_string();
         let name = artifact::normalize(&raw).to_string();
+        members.push(name.clone());
         if is_weights(&name)
             && only_rank.is_some_and(|k| {
                 rank_part(&name).is_some_and(|r| r.parse::<usize>().ok() != Some(k))
@@ -417,7 +535,31 @@ fn scan(path: &Path, scratch: &Path, only_rank: Option<usize>) -> Result<Scan> {
         small,
         weights,
         rank_dirs,
+        gzip,
+        members,
     })
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Up to the first `n` bytes of the file at `path`.
+fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    File::open(path)?.take(n).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Whether `path` is a file that looks like a .nemo: a gzip stream, or a tar
+/// archive (`ustar` magic in the first header). The contents are checked
+/// when it is read.
+pub fn is_nemo_archive(path: &Path) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    match read_head(path, 512) {
+        Ok(head) => head.starts_with(&GZIP_MAGIC) || head.get(257..262) == Some(b"ustar"),
+        Err(_) => false,
+    }
 }
 
 /// The weights files in rank order, checking that every rank is there.
