@@ -28,6 +28,7 @@ use megatron_trainer::pretrained::{
     ATTEMPTS, MANIFEST, PretrainedError, Remote, Request, Resolved, Sources, file_digest, resolve,
 };
 use megatron_trainer::storage::{Store, TransferOptions};
+use megatron_trainer::tokenizer::BuiltinVocab;
 
 fn tiny_config() -> BertConfig {
     let mut c = BertConfig::megatron_345m(30522);
@@ -189,6 +190,13 @@ fn published() -> &'static Published {
 /// model (2 layers, hidden 32) saved with the Megatron-LM key names and args, and its
 /// `.sha256` sidecar. Returns the root and the weights' sha256.
 fn ngc_tree(dir: &Path) -> (PathBuf, String) {
+    ngc_tree_for(dir, UNCASED)
+}
+
+/// [`ngc_tree`] for `name`; a model with its own vocabulary (BioMegatron) gets the uncased
+/// BERT vocabulary as that file, with its sidecar.
+fn ngc_tree_for(dir: &Path, name: PretrainedModel) -> (PathBuf, String) {
+    let published = name.published_files().unwrap();
     let config = tiny_config();
     tch::manual_seed(5);
     let model = BertTaskModel::new(
@@ -215,20 +223,32 @@ fn ngc_tree(dir: &Path) -> (PathBuf, String) {
     )
     .unwrap();
     let root = dir.join("ngc");
-    let weights = root.join(published().weights().path);
+    let weights = root.join(published.weights().path);
     std::fs::create_dir_all(weights.parent().unwrap()).unwrap();
     std::fs::copy(
         saved.join("release/mp_rank_00/model_optim_rng.pt"),
         &weights,
     )
     .unwrap();
-    let sha = file_digest(&weights).unwrap().sha256;
+    let sha = with_sidecar(&weights);
+    if let Some(vocab) = published.vocabulary() {
+        let path = root.join(vocab.path);
+        std::fs::write(&path, BuiltinVocab::BertUncased.text()).unwrap();
+        with_sidecar(&path);
+    }
+    (root, sha)
+}
+
+/// Writes `<file>.sha256` (sha256sum's format) and returns the digest.
+fn with_sidecar(file: &Path) -> String {
+    let sha = file_digest(file).unwrap().sha256;
+    let name = file.file_name().unwrap().to_string_lossy();
     std::fs::write(
-        format!("{}.sha256", weights.display()),
-        format!("{sha}  model_optim_rng.pt\n"),
+        format!("{}.sha256", file.display()),
+        format!("{sha}  {name}\n"),
     )
     .unwrap();
-    (root, sha)
+    sha
 }
 
 fn request(local_root: PathBuf, leader: bool) -> Request<'static> {
@@ -434,14 +454,44 @@ fn s3_mirror_then_the_shared_cache() {
 }
 
 fn published_spec(dir: &Path) -> PathBuf {
+    published_spec_for(dir, UNCASED)
+}
+
+fn published_spec_for(dir: &Path, name: PretrainedModel) -> PathBuf {
     let spec = spec_yaml(Task::TextClassification, 1, 1)
         .replace(
             "pretrained: megatron-bert-uncased\n  config: {hiddenSize: 32, numAttentionHeads: 4, numLayers: 2, maxPositionEmbeddings: 64, hiddenDropout: 0.0, attentionDropout: 0.0}",
-            "pretrained: megatron-bert-345m-uncased\n  config: {hiddenDropout: 0.0, attentionDropout: 0.0}",
+            &format!("pretrained: {name}\n  config: {{hiddenDropout: 0.0, attentionDropout: 0.0}}"),
         )
         .replace("learningRate: 0.001", "learningRate: 0.0");
-    assert!(spec.contains("megatron-bert-345m-uncased"), "{spec}");
+    assert!(spec.contains(name.as_str()), "{spec}");
     write(dir, "spec.yaml", &spec)
+}
+
+/// BioMegatron's files include its own vocabulary: the tokenizer and the final .nemo use the
+/// downloaded one, verified like the weights.
+#[test]
+fn biomegatron_brings_its_own_vocabulary() {
+    let name = PretrainedModel::BioMegatronBert345mUncased;
+    let dir = temp_dir("published-bio");
+    let (root, _) = ngc_tree_for(&dir, name);
+    let server = NgcServer::start(root);
+    let spec = published_spec_for(&dir, name);
+    let out = run(trainer()
+        .args(["train", "--config"])
+        .arg(&spec)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .env("MEGATRON_MODEL_MIRROR", server.url(""))
+        .env("MEGATRON_MODEL_NGC_URL", ""));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(server.count("MegatronBERT.pt"), 1);
+    assert_eq!(server.count("vocab.txt"), 1);
+    assert_eq!(server.count("vocab.txt.sha256"), 1);
+    let nemo = read_nemo(&dir.join("out/artifacts/model.nemo"), 1, 0).unwrap();
+    let vocab = std::fs::read_to_string(nemo.vocab_file.unwrap()).unwrap();
+    assert_eq!(vocab, BuiltinVocab::BertUncased.text());
+    assert_eq!(nemo.pretrained_model_name.as_deref(), Some(name.as_str()));
 }
 
 /// `train` with a published name fine-tunes from the mirror's weights (with
