@@ -115,7 +115,7 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
         trainer: &read.trainer,
         gang: &observation,
         desired_pods,
-        ranks: read.view.as_ref().map_or(0, |v| i64::from(v.world_size)),
+        world_size: read.view.as_ref().map_or(0, |v| i64::from(v.world_size)),
         stateful_set_current,
         invalid: read.view.as_ref().err().cloned(),
     });

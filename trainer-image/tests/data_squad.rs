@@ -10,7 +10,7 @@ use megatron_trainer::data::squad::{
     predictions_by_id,
 };
 use megatron_trainer::data::{DataError, PaddedBatch, Padding};
-use megatron_trainer::metrics::squad_evaluate;
+use megatron_trainer::scores::squad_evaluate;
 use megatron_trainer::tokenizer::BertTokenizer;
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 
 mod data_common;
 
-use megatron_trainer::metrics::ClassificationReport;
+use megatron_trainer::scores::ClassificationReport;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 

@@ -6,7 +6,7 @@ mod data_common;
 
 use std::collections::HashMap;
 
-use megatron_trainer::metrics::{exact_match, f1_score, normalize_answer, squad_evaluate};
+use megatron_trainer::scores::{exact_match, f1_score, normalize_answer, squad_evaluate};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 

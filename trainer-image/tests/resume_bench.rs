@@ -12,9 +12,9 @@ mod storage_util;
 use std::process::Command;
 use std::time::Instant;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::model::{BertConfig, BertTaskModel, HeadConfig};
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::storage::Store;
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_util::*;

@@ -15,11 +15,11 @@ mod storage_util;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::comm::init_from_env;
 use megatron_trainer::data::Batch;
 use megatron_trainer::model::{BertTaskModel, HeadOutput, sequence_classification_loss};
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::storage::{RetryPolicy, Store};
 use megatron_trainer::train::{
     CheckpointRequest, StepStats, TrainError, TrainHooks, TrainResult, TrainTask, Trainer,

@@ -5,10 +5,10 @@
 mod common;
 mod resume_util;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::comm::init_from_env;
 use megatron_trainer::parallel::TpGroup;
 use megatron_trainer::parallel::random::cpu_rng_state;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_util::*;
 use serde_json::json;

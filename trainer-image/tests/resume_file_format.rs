@@ -9,8 +9,8 @@ mod resume_util;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_util::*;
 use serde_json::json;

@@ -5,9 +5,9 @@
 
 mod resume_util;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig, ResumeSource};
 use megatron_trainer::model::BertTaskModel;
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig, ResumeSource};
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_util::*;
 use serde_json::json;

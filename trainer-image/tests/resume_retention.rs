@@ -8,11 +8,9 @@ mod storage_util;
 
 use std::collections::BTreeSet;
 
-use megatron_trainer::checkpoint::training::{
-    Checkpointer, CheckpointerConfig, contents, last_file,
-};
 use megatron_trainer::model::BertTaskModel;
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig, contents, last_file};
 use megatron_trainer::storage::{RetryPolicy, Store};
 use megatron_trainer::train::{CheckpointRequest, SaveReason};
 use resume_util::*;

@@ -7,8 +7,8 @@ mod resume_util;
 mod storage_util;
 
 use bytes::Bytes;
-use megatron_trainer::checkpoint::training::ResumeSource;
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::ResumeSource;
 use megatron_trainer::train::TrainState;
 use resume_s3_util::{checkpointer, s3_store, save};
 use resume_util::*;

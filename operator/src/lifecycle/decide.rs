@@ -28,7 +28,7 @@ pub struct Inputs<'a> {
     /// Pods the gang has when running.
     pub desired_pods: u32,
     /// World size.
-    pub ranks: i64,
+    pub world_size: i64,
     /// The StatefulSet controller has seen the template of the current attempt.
     pub stateful_set_current: bool,
     /// Why the spec cannot run, if it cannot.
@@ -138,7 +138,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         restarted: None,
     };
     step.status.observed_generation = Some(inputs.generation);
-    step.status.ranks = Some(inputs.ranks);
+    step.status.ranks = Some(inputs.world_size);
 
     // A finished job never runs again; only its TTL is handled.
     if let Some(phase) = before.filter(|p| p.is_finished()) {

@@ -53,7 +53,7 @@ impl Case {
             trainer: &self.trainer,
             gang: &self.gang,
             desired_pods: 2,
-            ranks: 4,
+            world_size: 4,
             stateful_set_current: self.current,
             invalid: None,
         })

@@ -16,9 +16,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::model::{BertTaskModel, HeadConfig};
 use megatron_trainer::parallel::TpGroup;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use serde_json::{Value, json};
 use tch::Device;
 

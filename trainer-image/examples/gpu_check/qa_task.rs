@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use megatron_trainer::checkpoint::training::Checkpointer;
 use megatron_trainer::data::Batch;
 use megatron_trainer::model::{BertTaskModel, HeadOutput, question_answering_loss};
+use megatron_trainer::resume::Checkpointer;
 use megatron_trainer::train::{
     CheckpointRequest, StepStats, TrainError, TrainHooks, TrainResult, TrainTask,
 };

@@ -7,6 +7,5 @@ pub mod inspect;
 pub mod megatron;
 pub mod nemo;
 pub mod torch_pickle;
-pub mod training;
 
 pub use error::{CheckpointError, Result};

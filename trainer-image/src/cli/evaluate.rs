@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use crds::{Mode, Split};
 use megatron_trainer::checkpoint::megatron::reshard_repad;
-use megatron_trainer::checkpoint::training::contents;
 use megatron_trainer::job::{JobError, JobResult, RankIdentity};
 use megatron_trainer::model::{BertTaskModel, StateDict, merge_shards};
+use megatron_trainer::resume::contents;
 use megatron_trainer::task::write_metrics_json;
 
 use super::args::JobArgs;

@@ -94,7 +94,7 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(megatron_trainer::progress::run_log::writer);
+        .with_writer(megatron_trainer::progress::log_tee::writer);
     let _ = if json {
         builder.json().try_init()
     } else {

@@ -17,13 +17,13 @@ use crds::{Artifacts, Mode, Outcome, Split, TaskType};
 use megatron_trainer::checkpoint::nemo::{
     DEFAULT_COMPRESSION, NemoContents, NemoWeights, write_nemo,
 };
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::job::{
     FetchContext, JobConfig, JobError, JobResult, Outputs, Publish, RankIdentity, Role, RunHooks,
     RunLogFile, STORAGE_FIX, launch, published_weights, role, termination,
 };
 use megatron_trainer::model::gather_state_dict;
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::task::write_metrics_json;
 use megatron_trainer::train::{TrainTask, Trainer, TrainerConfig};
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::{Outputs, RunLogFile};
-use crate::checkpoint::training::Checkpointer;
 use crate::progress::Reporter;
+use crate::resume::Checkpointer;
 use crate::train::{CheckpointRequest, StepStats, TrainHooks, TrainResult};
 
 /// Reporter + checkpointer as one [`TrainHooks`].

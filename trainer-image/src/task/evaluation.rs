@@ -16,11 +16,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::comm::ProcessGroup;
 use crate::data::{Batch, BatchItem, PaddedBatch, Padding};
-use crate::metrics::{ClassScores, ClassificationReport};
 use crate::model::{
     BertTaskModel, HeadOutput, question_answering_loss, sequence_classification_loss,
     token_classification_loss,
 };
+use crate::scores::{ClassScores, ClassificationReport};
 use crate::train::{TrainError, TrainResult};
 
 use super::errors::data_error;

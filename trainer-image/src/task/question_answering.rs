@@ -13,8 +13,8 @@ use crate::data::squad::{
     AnswerConfig, SquadConfig, SquadExample, SquadFeature, SquadFeaturizer, predictions_by_id,
     read_squad_file,
 };
-use crate::metrics::squad_evaluate;
 use crate::model::{BertTaskModel, HeadOutput};
+use crate::scores::squad_evaluate;
 use crate::tokenizer::BertTokenizer;
 use crate::train::{TrainError, TrainResult};
 

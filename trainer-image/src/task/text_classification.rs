@@ -25,8 +25,8 @@ use crate::data::predictions::write_class_predictions;
 use crate::data::text_classification::{
     Label, TextExample, TextFeature, read_labeled_tsv, text_features,
 };
-use crate::metrics::ClassificationReport;
 use crate::model::{BertTaskModel, HeadOutput};
+use crate::scores::ClassificationReport;
 use crate::tokenizer::BertTokenizer;
 use crate::train::{TrainError, TrainResult};
 

@@ -19,8 +19,8 @@ use crate::data::token_classification::{
     LabelIds, TokenClassificationFeaturizer, TokenExample, TokenFeature, read_token_classification,
     word_predictions,
 };
-use crate::metrics::ClassificationReport;
 use crate::model::{BertTaskModel, HeadOutput};
+use crate::scores::ClassificationReport;
 use crate::tokenizer::BertTokenizer;
 use crate::train::{TrainError, TrainResult};
 

@@ -47,7 +47,7 @@ pub fn vocab(name: &str) -> PathBuf {
     manifest_dir().join("assets/vocab").join(name)
 }
 
-/// A fresh temporary directory under the target dir.
+/// A fresh directory under the system temp dir, removed first.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("megatron-data-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

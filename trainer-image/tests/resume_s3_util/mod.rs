@@ -3,8 +3,8 @@
 //! it in small parts, and a save that must commit.
 #![allow(dead_code)]
 
-use megatron_trainer::checkpoint::training::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::model::BertTaskModel;
+use megatron_trainer::resume::{Checkpointer, CheckpointerConfig};
 use megatron_trainer::storage::{Store, TransferOptions};
 use megatron_trainer::train::{CheckpointRequest, SaveReason, TrainState};
 use serde_json::json;

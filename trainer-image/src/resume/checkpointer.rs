@@ -28,47 +28,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::best::{BestEntry, TopK};
 use super::config::CheckpointerConfig;
 use super::consensus::{Consensus, RankFile};
 use super::contents::{self, FileMeta};
 use super::digest::file_digest;
+use super::metadata::SetMetadata;
 use super::{errors, naming};
 use crate::storage::{CheckpointSets, MANIFEST_NAME, ManifestFile, RetentionReport, Store};
 use crate::train::{CheckpointRequest, SaveReason, TrainError, TrainResult};
-
-/// The `metadata` of a set's manifest.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SetMetadata {
-    /// The checkpoint name (file prefix).
-    pub name: String,
-    /// Tensor-parallel size of the writer (one file per rank).
-    pub tp_size: usize,
-    /// Fractional epoch at the step.
-    pub epoch: f64,
-    /// `interval`, `validation` or `final`.
-    pub reason: String,
-    /// File name inside each `mp_rank_NN/` directory of the set.
-    pub file: String,
-    /// Monitored metric (spec.checkpointing.best.monitor), when configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<String>,
-    /// Its value at this step, when the save followed a validation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metric: Option<f64>,
-    /// The top-k best saves as of this one, best first.
-    #[serde(default)]
-    pub best: Vec<BestEntry>,
-}
-
-impl SetMetadata {
-    /// The manifest key of tensor-parallel rank `tp_rank`'s file.
-    pub fn rank_file(&self, tp_rank: usize) -> String {
-        format!("{}/{}", naming::rank_dir(tp_rank), self.file)
-    }
-}
 
 /// What a successful save reports (for status: `latestCheckpoint`, `bestCheckpoint`).
 #[derive(Clone, Debug, PartialEq)]
@@ -193,7 +161,7 @@ impl Checkpointer {
 
     /// The URI of set `set` (`s3://bucket/prefix/step-…` or a local path).
     pub fn set_uri(&self, set: &str) -> crds::Uri {
-        crds::Uri::new(super::resume::store_uri(&self.store, set))
+        crds::Uri::new(naming::store_uri(&self.store, set))
     }
 
     /// Saves the checkpoint `request` asks for; every rank calls it at the

@@ -1,4 +1,4 @@
-//! This rank's copy of the run's log ([`crate::progress::run_log`]) as an
+//! This rank's copy of the run's log ([`crate::progress::log_tee`]) as an
 //! output: `logs/attempt-<attempt>/rank-<rank>.log` under the job's outputs,
 //! published with each checkpoint and when the rank ends, so a restarted or
 //! deleted pod's log stays readable.
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::Outputs;
-use crate::progress::run_log;
+use crate::progress::log_tee;
 
 /// This rank's log file and its key under the job root.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl RunLogFile {
             }
         };
         let path = dir.join(format!("rank-{rank:04}.log"));
-        match run_log::open(&path) {
+        match log_tee::open(&path) {
             Ok(()) => Some(Self { path, key }),
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot keep the run's log in a file");
@@ -42,7 +42,7 @@ impl RunLogFile {
 
     /// Uploads the log as it is now (S3 outputs); a failure is a warning.
     pub fn publish(&self, outputs: &Outputs, runtime: &tokio::runtime::Runtime) {
-        run_log::flush();
+        log_tee::flush();
         if let Err(e) = outputs.publish_file(runtime, &self.path, &self.key) {
             tracing::warn!(key = %self.key, error = %e, "publishing the run's log failed");
         }

@@ -1,5 +1,6 @@
-//! The tasks' official metrics: SQuAD v1.1 exact match / F1 (evaluate-v1.1.py)
+//! The tasks' official scores: SQuAD v1.1 exact match / F1 (evaluate-v1.1.py)
 //! and sklearn-style classification reports (text and token classification).
+//! (Prometheus metrics are `progress::metrics`.)
 
 mod classification;
 mod squad;

@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use super::best::TopK;
-use super::checkpointer::{Checkpointer, SetMetadata};
+use super::checkpointer::Checkpointer;
 use super::digest::file_digest;
+use super::metadata::SetMetadata;
+use super::naming::store_uri;
 use super::{contents, errors};
 use crate::model::BertTaskModel;
 use crate::storage::{CheckpointSets, CommittedSet, Location, MANIFEST_NAME, StorageError, Store};
@@ -411,17 +413,6 @@ fn open_from(uri: &str) -> TrainResult<(Store, Option<String>)> {
     };
     let store = Store::open(&parent).map_err(|e| errors::storage(FIELD, e))?;
     Ok((store, set))
-}
-
-/// `s3://bucket/prefix/key` or a local path.
-pub(super) fn store_uri(store: &Store, key: &str) -> String {
-    let d = store.describe(key);
-    match store.s3_config() {
-        Some(_) => d
-            .split_once(" at ")
-            .map_or(d.clone(), |(u, _)| u.to_string()),
-        None => d,
-    }
 }
 
 /// Checks a local file's size and sha256. A missing file or a mismatch is

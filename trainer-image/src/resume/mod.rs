@@ -1,4 +1,4 @@
-//! Training checkpoints: saved every N steps, after validations and at the
+//! The run checkpointer (resume): training checkpoints saved every N steps, after validations and at the
 //! end, one `torch.save` file per tensor-parallel rank (model weights,
 //! optimizer moments, schedule position, loss scale, early stopping, RNG
 //! states, data position), committed as a set with a manifest, kept by
@@ -24,12 +24,14 @@ mod consensus;
 pub mod contents;
 mod digest;
 mod errors;
+mod metadata;
 mod naming;
 mod pyvalue;
-mod resume;
+mod restore;
 
 pub use best::{BestEntry, TopK};
-pub use checkpointer::{Checkpointer, SavedCheckpoint, SetMetadata, reason_name};
+pub use checkpointer::{Checkpointer, SavedCheckpoint, reason_name};
 pub use config::CheckpointerConfig;
+pub use metadata::SetMetadata;
 pub use naming::{last_file, metric_file, rank_dir, step_file};
-pub use resume::{ResumePoint, ResumeSource};
+pub use restore::{ResumePoint, ResumeSource};
