@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::tokenizer::TokenizerName;
+pub use crate::tokenizer::{CASED_VOCAB_SIZE, UNCASED_VOCAB_SIZE};
 use crate::uri::Uri;
 
 /// Pretrained Megatron-LM BERT names, as NeMo's `model.language_model.pretrained_model_name`.
@@ -30,10 +31,6 @@ pub enum PretrainedModel {
     MegatronBertCased,
 }
 
-/// Vocabulary size of the uncased BERT WordPiece vocabulary (bert-large-uncased).
-pub const UNCASED_VOCAB_SIZE: i64 = 30522;
-/// Vocabulary size of the cased BERT WordPiece vocabulary (bert-large-cased).
-pub const CASED_VOCAB_SIZE: i64 = 28996;
 /// Attention heads of every published 345M model (CEL rules use the same number).
 pub const HEADS_345M: i64 = 16;
 

@@ -4,8 +4,12 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CASED_VOCAB_SIZE, UNCASED_VOCAB_SIZE};
 use crate::uri::Uri;
+
+/// Vocabulary size of the uncased BERT WordPiece vocabulary (bert-large-uncased).
+pub const UNCASED_VOCAB_SIZE: i64 = 30522;
+/// Vocabulary size of the cased BERT WordPiece vocabulary (bert-large-cased).
+pub const CASED_VOCAB_SIZE: i64 = 28996;
 
 /// Built-in WordPiece vocabularies (NeMo's Megatron tokenizer names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

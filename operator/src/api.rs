@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     error::Result,
-    job::JobView,
+    job::{InvalidSpec, JobView},
     lifecycle::model::{
         Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult, phase_str,
     },
@@ -22,7 +22,7 @@ use crate::{
 /// Everything a reconcile reads from one object.
 pub struct Read {
     /// The children's shape, or why the spec cannot run.
-    pub view: Result<JobView, String>,
+    pub view: Result<JobView, InvalidSpec>,
     /// Run policy with defaults.
     pub policy: RunPolicy,
     /// Operator-owned status.

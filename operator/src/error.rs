@@ -1,6 +1,6 @@
 //! Errors of a reconciliation.
 
-/// Why a reconciliation failed; `reason()` labels the error metric.
+/// Why a reconciliation failed; [`Error::reason`] says what kind of failure it is.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
@@ -28,18 +28,56 @@ pub enum Error {
     Event(kube::Error),
 }
 
-impl Error {
-    /// Short label for `megatron_operator_reconcile_errors_total{reason}`.
-    pub fn reason(&self) -> &'static str {
+/// What kind of failure an [`Error`] is: the reconciler's retry decision and the
+/// `megatron_operator_reconcile_errors_total{reason}` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// 409: the object changed since it was read.
+    Conflict,
+    /// Another API error.
+    Api,
+    /// The client failed (connection, TLS, decoding).
+    Client,
+    /// A child could not be serialized.
+    Serialize,
+    /// The trainer configuration could not be rendered.
+    Render,
+    /// The object lacks name, namespace or uid.
+    Metadata,
+    /// An Event could not be published.
+    Event,
+    /// The reconciliation timed out.
+    Timeout,
+}
+
+impl ErrorReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "client",
-            Error::Serialize { .. } => "serialize",
-            Error::Render(_) => "render",
-            Error::MissingMetadata(_) => "metadata",
-            Error::Event(_) => "event",
-            Error::Timeout(_) => "timeout",
+            Self::Conflict => "conflict",
+            Self::Api => "api",
+            Self::Client => "client",
+            Self::Serialize => "serialize",
+            Self::Render => "render",
+            Self::Metadata => "metadata",
+            Self::Event => "event",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => ErrorReason::Conflict,
+            Error::Kube(kube::Error::Api(_)) => ErrorReason::Api,
+            Error::Kube(_) => ErrorReason::Client,
+            Error::Serialize { .. } => ErrorReason::Serialize,
+            Error::Render(_) => ErrorReason::Render,
+            Error::MissingMetadata(_) => ErrorReason::Metadata,
+            Error::Event(_) => ErrorReason::Event,
+            Error::Timeout(_) => ErrorReason::Timeout,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::{
     api,
     children::{self, ATTEMPT_LABEL, FIELD_MANAGER, JOB_LABEL, Names},
     config::OperatorConfig,
-    error::{Error, Result},
+    error::{Error, ErrorReason, Result},
     job::JobView,
     lifecycle::{
         decide::{Decision, Inputs, decide},
@@ -68,8 +68,12 @@ pub async fn reconcile(job: Arc<MegatronFineTune>, ctx: Arc<Context>) -> Result<
 
 /// On error: count it, log it, and retry soon (conflicts sooner).
 pub fn error_policy(job: Arc<MegatronFineTune>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(error.reason());
-    let retry = if error.reason() == "conflict" { 1 } else { 5 };
+    ctx.metrics.count_error(error.reason().as_str());
+    // A conflict means a newer object is on its way: retry at once.
+    let retry = match error.reason() {
+        ErrorReason::Conflict => 1,
+        _ => 5,
+    };
     warn!(job = %job.name_any(), namespace = ?job.namespace(), %error, "reconcile failed");
     Action::requeue(std::time::Duration::from_secs(retry))
 }
@@ -117,7 +121,7 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
         desired_pods,
         world_size: read.view.as_ref().map_or(0, |v| i64::from(v.world_size)),
         stateful_set_current,
-        invalid: read.view.as_ref().err().cloned(),
+        invalid: read.view.as_ref().err().map(ToString::to_string),
     });
 
     let jobs: Api<MegatronFineTune> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -213,7 +217,8 @@ async fn publish(ctx: &Context, job: &MegatronFineTune, decision: &Decision) {
     };
     if let Err(error) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
         // An event is best effort: never fail the reconcile for it.
-        ctx.metrics.count_error(Error::Event(error).reason());
+        ctx.metrics
+            .count_error(Error::Event(error).reason().as_str());
     }
 }
 

@@ -80,7 +80,7 @@ impl TrainTask for Synthetic {
     }
     fn loss(&self, output: &HeadOutput, batch: &Batch) -> TrainResult<Tensor> {
         let HeadOutput::SequenceLogits(logits) = output else {
-            return Err(TrainError::Other("expected sequence logits".into()));
+            return Err(TrainError::Internal("expected sequence logits".into()));
         };
         Ok(sequence_classification_loss(
             logits,

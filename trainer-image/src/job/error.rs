@@ -80,7 +80,7 @@ impl JobError {
             Self::Invalid(_) | Self::Tokenizer(_) | Self::StorageRequired { .. } => true,
             Self::Storage(e) => e.is_invalid_input() || e.is_not_found(),
             Self::Checkpoint(e) => e.is_invalid_input(),
-            Self::Model(e) => !matches!(e, ModelError::Torch(_) | ModelError::Comm(_)),
+            Self::Model(e) => e.is_invalid_input(),
             Self::Comm(e) => matches!(e, CommError::Env { .. } | CommError::Config(_)),
             Self::Train(e) => e.is_invalid_input(),
             Self::Pretrained(e) => e.is_invalid_input(),
@@ -114,7 +114,7 @@ impl From<JobError> for TrainError {
         if e.is_invalid_input() {
             TrainError::InvalidInput(e.to_string())
         } else {
-            TrainError::Other(e.to_string())
+            TrainError::Setup(e.to_string())
         }
     }
 }

@@ -24,17 +24,12 @@ use tch::{Kind, Tensor, nn};
 
 use super::config::{Activation, Architecture, BertConfig};
 use super::error::{ModelError, Result};
-use crate::parallel::random::RngError;
 use crate::parallel::{
     ColumnParallelLinear, ModelParallelRng, RowParallelLinear, TpGroup, VocabParallelEmbedding,
 };
 
 /// Megatron's `init_method_std`.
 pub const INIT_STD: f64 = 0.02;
-
-fn rng_error(e: RngError) -> ModelError {
-    ModelError::Torch(tch::TchError::Torch(e.to_string()))
-}
 
 fn layer_norm(vs: &nn::Path, cfg: &BertConfig) -> nn::LayerNorm {
     nn::layer_norm(
@@ -157,7 +152,7 @@ impl SelfAttention {
     /// `x`: `[b, s, h]`; `mask`: bool `[b, 1, 1, s]`, true where a key may be attended.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let ctx = self.context(x, mask, train)?;
-        self.dense.forward(&ctx)
+        Ok(self.dense.forward(&ctx)?)
     }
 
     /// This rank's heads' attention output before the row-parallel output
@@ -177,9 +172,7 @@ impl SelfAttention {
             Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)
         };
         let ctx = if train && self.dropout > 0.0 {
-            self.rng
-                .fork(|| attend(self.dropout))
-                .map_err(rng_error)??
+            self.rng.fork(|| attend(self.dropout))??
         } else {
             attend(0.0)?
         };
@@ -227,7 +220,7 @@ impl Mlp {
             Activation::GeluTanh => "tanh",
         };
         let inner = self.dense_h_to_4h.forward(x)?.f_gelu(approximate)?;
-        self.dense_4h_to_h.forward(&inner)
+        Ok(self.dense_4h_to_h.forward(&inner)?)
     }
 }
 
@@ -313,7 +306,7 @@ impl BertModel {
     /// with `model_parallel_rng().manual_seed(seed)`.
     pub fn new(vs: &nn::Path, config: &BertConfig, tp: &TpGroup) -> Result<Self> {
         config.validate(tp.size())?;
-        let rng = ModelParallelRng::from_default_seed(tp.rank(), vs.device()).map_err(rng_error)?;
+        let rng = ModelParallelRng::from_default_seed(tp.rank(), vs.device())?;
         let encoder = vs / "encoder";
         let layers = (0..config.num_layers)
             .map(|i| TransformerLayer::new(&(&encoder / "layers" / i), config, tp, &rng))

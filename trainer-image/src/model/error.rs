@@ -35,9 +35,27 @@ pub enum ModelError {
     /// A collective failed.
     #[error("collective failed: {0}")]
     Comm(String),
+    /// The model-parallel generator could not be set up.
+    #[error("model-parallel generator: {0}")]
+    Rng(#[from] crate::parallel::random::RngError),
+    /// A tensor-parallel layer failed.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
     /// libtorch raised an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+impl ModelError {
+    /// True when retrying cannot help (a bad config, shape or input); false for
+    /// libtorch and collective failures.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            Self::Torch(_) | Self::Comm(_) | Self::Rng(_) => false,
+            Self::Parallel(e) => e.is_invalid_input(),
+            _ => true,
+        }
+    }
 }
 
 /// Result alias for model operations.

@@ -8,8 +8,8 @@
 
 use tch::Tensor;
 
+use super::error::{ParallelError, Result};
 use crate::comm::ProcessGroup;
-use crate::model::{ModelError, Result};
 
 /// Averages the `.grad()` of every parameter over `group` (the data-parallel
 /// group), flattening them into one buffer per dtype so there is one
@@ -37,7 +37,7 @@ pub fn all_reduce_gradients_mean(params: &[Tensor], group: &dyn ProcessGroup) ->
         let mut buffer = Tensor::f_cat(&flats, 0)?;
         group
             .all_reduce_sum(&mut buffer)
-            .map_err(|e| ModelError::Comm(e.to_string()))?;
+            .map_err(|e| ParallelError::Comm(e.to_string()))?;
         let _ = buffer.f_mul_scalar_(scale)?;
         let mut offset = 0;
         for g in gs {

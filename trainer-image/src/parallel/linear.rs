@@ -2,12 +2,12 @@
 
 use tch::{Tensor, nn};
 
+use super::error::{ParallelError, Result};
 use super::regions::{TpGroup, copy_to_tensor_parallel_region, reduce_from_tensor_parallel_region};
-use crate::model::{ModelError, Result};
 
 fn split(what: &str, value: i64, tp: i64) -> Result<i64> {
     if value % tp != 0 {
-        return Err(ModelError::NotDivisible {
+        return Err(ParallelError::NotDivisible {
             what: what.into(),
             value,
             tp,

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tch::Tensor;
 
+use super::error::{ParallelError, Result};
 use crate::comm::ProcessGroup;
-use crate::model::{ModelError, Result};
 
 type AllReduceFn = unsafe extern "C" fn(u64, *mut c_void, *mut c_char, usize) -> *mut c_void;
 
@@ -164,7 +164,7 @@ fn apply(shim: ShimFn, x: &Tensor, group: &TpGroup) -> Result<Tensor> {
     if out.is_null() {
         // SAFETY: the shim NUL-terminates `err`.
         let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
-        return Err(ModelError::Comm(msg.to_string_lossy().into_owned()));
+        return Err(ParallelError::Comm(msg.to_string_lossy().into_owned()));
     }
     // SAFETY: `out` is a fresh `new at::Tensor` we now own.
     Ok(unsafe { Tensor::from_ptr(out.cast()) })

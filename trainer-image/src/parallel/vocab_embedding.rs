@@ -2,8 +2,8 @@
 
 use tch::{Tensor, nn};
 
+use super::error::{ParallelError, Result};
 use super::regions::{TpGroup, reduce_from_tensor_parallel_region};
-use crate::model::{ModelError, Result};
 
 /// An embedding table split along the vocabulary: rank `r` holds rows
 /// `r*V/tp .. (r+1)*V/tp`. Ids outside this rank's range look up row 0 and are
@@ -30,7 +30,7 @@ impl VocabParallelEmbedding {
     ) -> Result<Self> {
         let tp = group.size();
         if num_embeddings % tp != 0 {
-            return Err(ModelError::NotDivisible {
+            return Err(ParallelError::NotDivisible {
                 what: "padded_vocab_size".into(),
                 value: num_embeddings,
                 tp,

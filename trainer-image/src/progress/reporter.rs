@@ -99,7 +99,7 @@ impl Reporter {
         if config.metrics_addr.is_some() || status.is_some() {
             reporter.background = Some(
                 Background::start(metrics, config.metrics_addr, status)
-                    .map_err(TrainError::Other)?,
+                    .map_err(TrainError::Reporting)?,
             );
         }
         Ok(reporter)
@@ -304,7 +304,7 @@ impl Reporter {
         };
         status.update(true, |s| s.result = Some(result));
         status.wait_written(self.finish_timeout).map_err(|e| {
-            TrainError::Other(format!(
+            TrainError::Reporting(format!(
                 "reporting the result ({reason}) of MegatronFineTune {}/{}: {e}",
                 job.namespace, job.name
             ))

@@ -219,8 +219,8 @@ impl Checkpointer {
                      checkpoint stays the latest"
                 );
                 return Err(match own_error {
-                    Some(e) => TrainError::Other(format!("{msg}: {e}")),
-                    None => TrainError::Other(msg),
+                    Some(e) => TrainError::Checkpoint(format!("{msg}: {e}")),
+                    None => TrainError::Checkpoint(msg),
                 });
             }
         };
@@ -280,7 +280,7 @@ impl Checkpointer {
         }
         if !self.consensus.all_ok(commit_error.is_none())? {
             return Err(commit_error.unwrap_or_else(|| {
-                TrainError::Other(format!(
+                TrainError::Checkpoint(format!(
                     "checkpoint at step {step} was not committed: global rank 0 could not \
                      write its manifest (see its log); the previous checkpoint stays the latest"
                 ))
@@ -402,7 +402,7 @@ impl Checkpointer {
         let set = CheckpointSets::set_name(step);
         let manifest = PathBuf::from(self.store.describe(&format!("{set}/{MANIFEST_NAME}")));
         if manifest.exists() {
-            return Err(TrainError::Other(format!(
+            return Err(TrainError::Internal(format!(
                 "{}: step {step} is already committed; sets are immutable",
                 manifest.display()
             )));

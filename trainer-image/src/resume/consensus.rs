@@ -189,7 +189,7 @@ fn rng_to_bytes(rng: &RngStates) -> TrainResult<Vec<u8>> {
 }
 
 fn rng_from_bytes(mut b: &[u8]) -> TrainResult<RngStates> {
-    let bad = || TrainError::Other("malformed generator state from a peer".into());
+    let bad = || TrainError::RanksDisagree("malformed generator state from a peer".into());
     let mut slots = Vec::new();
     for _ in 0..3 {
         if b.len() < 8 {

@@ -12,7 +12,7 @@ pub fn storage(context: &str, e: StorageError) -> TrainError {
     if e.is_invalid_input() {
         TrainError::InvalidInput(msg)
     } else {
-        TrainError::Other(msg)
+        TrainError::Checkpoint(msg)
     }
 }
 
@@ -22,7 +22,7 @@ pub fn file(context: &str, e: CheckpointError) -> TrainError {
     if e.is_invalid_input() && !matches!(e, CheckpointError::Io { .. }) {
         TrainError::InvalidInput(msg)
     } else {
-        TrainError::Other(msg)
+        TrainError::Checkpoint(msg)
     }
 }
 

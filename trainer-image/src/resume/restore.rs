@@ -188,7 +188,7 @@ impl Checkpointer {
             let proposal = candidates.get(i).map_or(-1, |s| s.manifest.step as i64);
             let all = self.consensus.gather_i64(proposal)?;
             if all.iter().any(|&s| s != proposal) {
-                return Err(TrainError::Other(format!(
+                return Err(TrainError::RanksDisagree(format!(
                     "ranks see different checkpoints in {} (steps {all:?} by global rank); \
                      retry when the store is consistent",
                     store.describe("")
@@ -209,7 +209,7 @@ impl Checkpointer {
             let (fetch, path) = self.fetch_shard(store, set, &metadata);
             let codes = self.consensus.gather_i64(fetch as i64)?;
             if codes.contains(&(Fetch::Failed as i64)) {
-                return Err(TrainError::Other(format!(
+                return Err(TrainError::Checkpoint(format!(
                     "could not read checkpoint {} (see the ranks' logs); retry when the store is \
                      reachable",
                     store.describe(&set.name)
@@ -357,7 +357,7 @@ impl Checkpointer {
         let ok = self.consensus.all_ok(result.is_ok())?;
         result.map_err(|e| errors::storage("withdrawing unusable checkpoints", e))?;
         if !ok {
-            return Err(TrainError::Other(
+            return Err(TrainError::Checkpoint(
                 "global rank 0 could not withdraw unusable checkpoints (see its log)".into(),
             ));
         }

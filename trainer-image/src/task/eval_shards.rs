@@ -53,7 +53,7 @@ pub(crate) fn exchange(
     let header = Vec::<i64>::try_from(&header)?;
     let rows: Vec<&[i64]> = header.chunks(H).collect();
     if let Some((b, h)) = rows.iter().enumerate().find(|(_, h)| h[0] != 1) {
-        return Err(TrainError::Other(format!(
+        return Err(TrainError::RanksDisagree(format!(
             "evaluation batch {b} was run by {} data-parallel replicas instead of one (do all \
              replicas evaluate the same features?)",
             h[0]

@@ -107,7 +107,7 @@ impl Evaluation {
 /// Writes the metrics as one JSON object (`{"val_f1": 87.5, ...}`).
 pub fn write_metrics_json(evaluation: &Evaluation, path: &Path) -> TrainResult<()> {
     let text = serde_json::to_string_pretty(&evaluation.metrics)
-        .map_err(|e| TrainError::Other(format!("encoding metrics: {e}")))?;
+        .map_err(|e| TrainError::Scores(format!("encoding metrics: {e}")))?;
     std::fs::write(path, text + "\n").map_err(|source| TrainError::Io {
         context: format!("writing {}", path.display()),
         source,

@@ -232,7 +232,7 @@ impl TaskData {
                 .iter()
                 .map(|&i| {
                     features.get(i).ok_or_else(|| {
-                        TrainError::Other(format!(
+                        TrainError::Internal(format!(
                             "feature index {i} is out of range ({} features)",
                             features.len()
                         ))

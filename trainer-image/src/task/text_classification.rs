@@ -248,7 +248,7 @@ impl SentenceClassification {
         let scored = match self.classes.scoring {
             Scoring::Macro => {
                 let r = ClassificationReport::compute(&gold, pred, None, name)
-                    .map_err(TrainError::Other)?;
+                    .map_err(TrainError::Scores)?;
                 let avg = r.macro_avg;
                 (r, avg)
             }
@@ -257,7 +257,7 @@ impl SentenceClassification {
                     .filter(|&c| Some(c) != negative)
                     .collect();
                 let r = ClassificationReport::compute(&gold, pred, Some(&kept), name)
-                    .map_err(TrainError::Other)?;
+                    .map_err(TrainError::Scores)?;
                 let avg = r.micro;
                 (r, avg)
             }

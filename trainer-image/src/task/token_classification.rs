@@ -194,7 +194,7 @@ impl TokenClassification {
                 .name(id)
                 .map_or_else(|| id.to_string(), str::to_string)
         })
-        .map_err(TrainError::Other)?;
+        .map_err(TrainError::Scores)?;
         let avg = r.macro_avg;
         Ok(Evaluation::classification(
             split,

@@ -10,6 +10,9 @@ pub enum TrainError {
     /// A model error (shapes, state dict keys, libtorch).
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// A tensor-parallel or data-parallel layer operation failed.
+    #[error(transparent)]
+    Parallel(#[from] crate::parallel::ParallelError),
     /// A libtorch error outside the model.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -24,9 +27,29 @@ pub enum TrainError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Anything else that may succeed on a retry (storage, reporting, ...).
+    /// A training checkpoint could not be stored, committed or read (the store
+    /// failed or is inconsistent); a retry may succeed.
     #[error("{0}")]
-    Other(String),
+    Checkpoint(String),
+    /// The ranks disagree: different checkpoints, evaluation shards or
+    /// generator states came back from the collective.
+    #[error("{0}")]
+    RanksDisagree(String),
+    /// The status or the metrics server failed (reporting, not training).
+    #[error("{0}")]
+    Reporting(String),
+    /// A task's scores could not be computed or written.
+    #[error("{0}")]
+    Scores(String),
+    /// The fused AdamW kernel failed.
+    #[error("fused AdamW step failed: {0}")]
+    Optimizer(String),
+    /// An invariant of the training loop broke (a bug, worth a report).
+    #[error("{0}")]
+    Internal(String),
+    /// A setup step (inputs, outputs) failed inside a run; a retry may succeed.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl TrainError {

@@ -292,7 +292,7 @@ impl Trainer {
     ) -> TrainResult<FitOutcome> {
         let samples = task.num_train_samples();
         if samples != self.cfg.train_samples {
-            return Err(TrainError::Other(format!(
+            return Err(TrainError::Internal(format!(
                 "the task has {samples} training features but the trainer was configured for \
                  {} (TrainerConfig::from_spec must get the task's num_train_samples)",
                 self.cfg.train_samples
@@ -425,7 +425,7 @@ impl Trainer {
         for _ in 0..n_micro {
             let (indices, next) = batches
                 .next()
-                .ok_or_else(|| TrainError::Other("the sampler ran out of batches".into()))?;
+                .ok_or_else(|| TrainError::Internal("the sampler ran out of batches".into()))?;
             let batch = task.train_batch(&indices, self.device)?;
             let loss = with_autocast(self.cfg.precision, self.device, || -> TrainResult<_> {
                 let out = self.model.forward(

@@ -173,7 +173,7 @@ impl AdamW {
             if rc != 0 {
                 // SAFETY: the shim NUL-terminated `err`.
                 let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-                return Err(TrainError::Other(format!("fused AdamW step failed: {msg}")));
+                return Err(TrainError::Optimizer(msg.into_owned()));
             }
         }
         Ok(())
