@@ -22,6 +22,7 @@ pub mod task;
 pub mod tokenizer;
 pub mod training;
 pub mod uri;
+pub mod validate;
 
 pub use checkpointing::{BestCheckpoints, CheckpointingSpec, ResumePolicy, ResumeSpec};
 pub use data::{DataSpec, Split};
@@ -49,6 +50,7 @@ pub use training::{
     TrainingSpec,
 };
 pub use uri::{Location, Uri};
+pub use validate::{Allow, FieldError};
 
 /// API group.
 pub const GROUP: &str = "megatron.dev";

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::uri::Uri;
 
+/// How to give a config the S3 store it lacks (the end of the messages that ask for one).
+pub const STORAGE_FIX: &str = "add spec.storage (bucket and credentialsSecretRef, and endpoint \
+     for a store other than AWS S3; a local run reads the keys from AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY)";
+
 /// An S3-compatible object store. Every `s3://` location in the spec is read with this
 /// endpoint and these credentials; outputs go under
 /// `s3://<bucket>/<prefix>/<namespace>/<name>/` (checkpoints/, artifacts/, report.json).

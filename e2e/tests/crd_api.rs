@@ -613,6 +613,104 @@ fn invalid_cases() -> Vec<Invalid> {
     ]
 }
 
+/// Cases only the API server checks, and why the trainer's
+/// `MegatronFineTuneSpec::validate` does not repeat them.
+const API_ONLY: &[(&str, &str)] = &[
+    (
+        "unknown task type",
+        "the Rust type cannot hold it: reading the config fails, naming spec.task.type",
+    ),
+    (
+        "unknown precision",
+        "the Rust type cannot hold it: reading the config fails, naming spec.training.precision",
+    ),
+    (
+        "storage without a credentials Secret",
+        "the Rust type cannot hold it: reading the config fails, naming credentialsSecretRef",
+    ),
+    (
+        "backoff start above its maximum",
+        "spec.runPolicy is the operator's (the trainer never restarts anything)",
+    ),
+    (
+        "reserved environment variable",
+        "spec.pod shapes the operator's pods, not the trainer's run",
+    ),
+    (
+        "name too long for pod and Service names",
+        "metadata.name is not part of the spec the trainer reads",
+    ),
+];
+
+/// Cases whose message is the API server's schema wording (ranges, patterns): the Rust rule
+/// names the same field in its own words.
+const SCHEMA_WORDING: &[&str] = &[
+    "tensor parallel size zero",
+    "relative data path",
+    "invalid bucket name",
+];
+
+/// The same table through `MegatronFineTuneSpec::validate` (what the trainer runs on a config
+/// file): every case the API server rejects with a CEL message is rejected with the same
+/// message and field, so the two rule sets cannot drift. Cases whose values the Rust types
+/// cannot even hold (an unknown enum value) are rejected when the spec is read.
+#[test]
+fn the_rust_rules_reject_the_invalid_cases_with_the_same_messages() {
+    let mut failures = Vec::new();
+    for case in invalid_cases() {
+        let mut manifest = example(case.base);
+        (case.edit)(&mut manifest);
+        if let Some((_, why)) = API_ONLY.iter().find(|(n, _)| *n == case.name) {
+            assert!(!why.is_empty());
+            continue;
+        }
+        let spec: crds::MegatronFineTuneSpec =
+            match serde_json::from_value(manifest["spec"].clone()) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    failures.push(format!(
+                        "{}: the type cannot hold it ({e}); list it in API_ONLY",
+                        case.name
+                    ));
+                    continue;
+                }
+            };
+        let problems = spec.validate(crds::Allow::default());
+        if SCHEMA_WORDING.contains(&case.name) {
+            let field = case.expect[0];
+            if !problems.iter().any(|p| p.field == field) {
+                failures.push(format!(
+                    "{}: no problem names {field}: {problems:?}",
+                    case.name
+                ));
+            }
+            continue;
+        }
+        let matched = problems
+            .iter()
+            .find(|p| case.expect.iter().all(|want| p.message.contains(want)));
+        match matched {
+            Some(p) if case.expect[0].starts_with(&p.field) || p.message.starts_with(&p.field) => {}
+            Some(p) => failures.push(format!(
+                "{}: field {} for {:?}",
+                case.name, p.field, p.message
+            )),
+            None => failures.push(format!(
+                "{}: no message contains {:?}; got {:?}",
+                case.name,
+                case.expect,
+                problems.iter().map(|p| &p.message).collect::<Vec<_>>()
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[tokio::test]
 async fn invalid_specs_are_rejected_with_messages_naming_the_field() {
     let (cluster, ns) = setup("invalid").await;

@@ -164,7 +164,14 @@ fn crd_rules_are_checked_locally() {
         .filter(|l| !l.contains("testLabels"))
         .collect::<Vec<_>>()
         .join("\n");
-    expect_invalid("labels", &spec, &["spec.data.testLabels is required"]);
+    expect_invalid(
+        "labels",
+        &spec,
+        &[
+            "spec.data: TokenClassification reads words and labels from separate files",
+            "(missing: spec.data.testLabels)",
+        ],
+    );
     // A loss scale floor of 0 (the schema allows it) is caught before any rank loads.
     let spec = spec_yaml(Task::TextClassification, 3, 1).replace(
         "microBatchSize: 4",

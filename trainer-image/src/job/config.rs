@@ -3,7 +3,7 @@
 //!
 //! Errors name the file and the field (`spec.training.globalBatchSize: ...`);
 //! unknown fields are rejected (a typo would otherwise be silently ignored),
-//! and the spec is checked with [`super::validate::validate_spec`], the same
+//! and the spec is checked with [`crds::MegatronFineTuneSpec::validate`], the same
 //! rules the API server applies, so a local run fails as early and as clearly.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use crds::MegatronFineTuneSpec;
 use serde_json::Value;
 
 use super::error::{JobError, JobResult};
-use super::validate::{Allow, validate_spec};
+use crds::Allow;
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
@@ -101,15 +101,19 @@ pub fn parse_config(text: &str, origin: &str) -> JobResult<JobConfig> {
 }
 
 impl JobConfig {
-    /// Checks the spec (see [`validate_spec`]) with the rules `allow` relaxes.
+    /// Checks the spec (see [`crds::MegatronFineTuneSpec::validate`]) with the
+    /// rules `allow` relaxes.
     pub fn validate(&self, allow: Allow) -> JobResult<()> {
-        validate_spec(&self.spec, allow).map_err(|problems| {
-            JobError::invalid(format!(
-                "{}: invalid spec:\n  - {}",
-                self.origin,
-                problems.join("\n  - ")
-            ))
-        })
+        let problems = self.spec.validate(allow);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        Err(JobError::invalid(format!(
+            "{}: invalid spec:\n  - {}",
+            self.origin,
+            lines.join("\n  - ")
+        )))
     }
 }
 

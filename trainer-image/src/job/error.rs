@@ -119,11 +119,7 @@ impl From<JobError> for TrainError {
     }
 }
 
-/// How to give a config the S3 store it lacks (the end of a
-/// [`JobError::StorageRequired`] or validation message).
-pub const STORAGE_FIX: &str = "add spec.storage (bucket and credentialsSecretRef, and endpoint \
-     for a store other than AWS S3; a local run reads the keys from AWS_ACCESS_KEY_ID and \
-     AWS_SECRET_ACCESS_KEY)";
+pub use crds::storage::STORAGE_FIX;
 
 /// Result of the job modules.
 pub type JobResult<T> = std::result::Result<T, JobError>;

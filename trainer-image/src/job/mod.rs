@@ -17,9 +17,9 @@ pub mod published_weights;
 pub mod rank;
 pub mod s3;
 pub mod termination;
-pub mod validate;
 
 pub use config::{JobConfig, config_path, load_config, parse_config};
+pub use crds::Allow;
 pub use error::{JobError, JobResult, STORAGE_FIX};
 pub use hooks::{Publish, RunHooks};
 pub use inputs::Inputs;
@@ -29,4 +29,3 @@ pub use outputs::Outputs;
 pub use overrides::SpecOverrides;
 pub use published_weights::FetchContext;
 pub use rank::{LaunchLayout, RankIdentity, Role, role};
-pub use validate::{Allow, validate_spec};

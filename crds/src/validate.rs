@@ -1,14 +1,16 @@
 //! The spec rules the API server enforces (schema ranges and CEL rules of the
-//! CRD), checked again by the trainer so a config file run outside Kubernetes
-//! fails with the same field-named messages before any work starts. One rule
-//! is relaxed: `spec.storage` is required only when an `s3://` location needs it.
+//! CRD) as Rust: [`MegatronFineTuneSpec::validate`]. The trainer runs them so a
+//! config file run outside Kubernetes fails with the same field-named messages
+//! before any work starts; e2e/tests/crd_api.rs drives its invalid-manifest
+//! table through both the API server and this, so the two cannot drift. One
+//! rule is relaxed: `spec.storage` is required only when an `s3://` location
+//! needs it (a local run writes to a directory).
 
-use crds::{
-    MegatronFineTuneSpec, Metric, Mode, ResumePolicy, Task, TaskType, Uri, model::HEADS_345M,
-    training::Precision, uri::Location,
-};
-
-use super::error::STORAGE_FIX;
+use crate::model::HEADS_345M;
+use crate::storage::STORAGE_FIX;
+use crate::training::Precision;
+use crate::uri::Location;
+use crate::{MegatronFineTuneSpec, Metric, Mode, ResumePolicy, Task, TaskType, Uri};
 
 /// Rules a command line may relax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,25 +20,53 @@ pub struct Allow {
     pub external_weights: bool,
 }
 
-/// Every problem of `spec`, each naming its field and the fix; `Ok` when none.
-pub fn validate_spec(spec: &MegatronFineTuneSpec, allow: Allow) -> Result<(), Vec<String>> {
-    let mut p = Problems(Vec::new(), allow);
-    uris(spec, &mut p);
-    mode(spec, &mut p);
-    model(spec, &mut p);
-    task(spec, &mut p);
-    parallelism(spec, &mut p);
-    training(spec, &mut p);
-    checkpointing(spec, &mut p);
-    if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+/// A broken rule: the field it names first and the message (which names the fix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The spec path the message is about, e.g. `spec.training.globalBatchSize`.
+    pub field: String,
+    /// The message, as the API server's CEL rule words it.
+    pub message: String,
 }
 
-struct Problems(Vec<String>, Allow);
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl FieldError {
+    fn new(message: String) -> Self {
+        let field = message
+            .split_whitespace()
+            .find(|w| w.starts_with("spec."))
+            .map(|w| w.trim_end_matches([':', ',', '.', ')']).to_owned())
+            .unwrap_or_else(|| "spec".to_owned());
+        Self { field, message }
+    }
+}
+
+impl MegatronFineTuneSpec {
+    /// Every broken rule of this spec, each naming its field and the fix; empty when none.
+    pub fn validate(&self, allow: Allow) -> Vec<FieldError> {
+        let mut p = Problems(Vec::new(), allow);
+        uris(self, &mut p);
+        mode(self, &mut p);
+        model(self, &mut p);
+        task(self, &mut p);
+        parallelism(self, &mut p);
+        training(self, &mut p);
+        checkpointing(self, &mut p);
+        p.0
+    }
+}
+
+struct Problems(Vec<FieldError>, Allow);
 
 impl Problems {
     fn check(&mut self, ok: bool, message: impl FnOnce() -> String) {
         if !ok {
-            self.0.push(message());
+            self.0.push(FieldError::new(message()));
         }
     }
 }
@@ -135,6 +165,14 @@ fn mode(spec: &MegatronFineTuneSpec, p: &mut Problems) {
 
 fn model(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     let m = &spec.model;
+    if let Some(c) = &m.checkpoint {
+        let names_iteration = matches!(c.dir(), crate::CheckpointDir::Given(_));
+        p.check(c.iteration.is_none() || !names_iteration, || {
+            "spec.model.checkpoint.iteration: location already names an iteration directory; \
+             remove iteration or point location at the checkpoint root"
+                .into()
+        });
+    }
     let generic = m.pretrained.is_some_and(|n| n.is_generic());
     let random = (m.is_random() || p.1.external_weights) && has_arch_of(m);
     p.check(!m.is_random() || (m.checkpoint.is_none() && m.nemo.is_none()), || {
@@ -227,20 +265,25 @@ fn model(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     }
     // Sequence length against the positions.
     let max_seq = spec.task.max_seq_length();
-    if m.published().is_some() {
+    if let Some(name) = m.published() {
         p.check(max_seq <= 512, || {
-            format!("spec.task.maxSeqLength ({max_seq}) exceeds the 512 positions of the pretrained model: use 512 or less")
+            format!("spec.task.maxSeqLength ({max_seq}) exceeds the 512 positions of {name}: use 512 or less")
         });
     }
     if let Some(pos) = m.config.as_ref().and_then(|c| c.max_position_embeddings) {
+        let default = if spec.task.max_seq_length.is_none() {
+            ", the task default"
+        } else {
+            ""
+        };
         p.check(max_seq <= pos, || {
-            format!("spec.task.maxSeqLength ({max_seq}) exceeds spec.model.config.maxPositionEmbeddings ({pos}): \
-                     set spec.task.maxSeqLength to at most {pos}")
+            format!("spec.task.maxSeqLength ({max_seq}{default}) exceeds spec.model.config.maxPositionEmbeddings \
+                     ({pos}): set spec.task.maxSeqLength to at most {pos}")
         });
     }
 }
 
-fn has_arch_of(m: &crds::ModelSpec) -> bool {
+fn has_arch_of(m: &crate::ModelSpec) -> bool {
     m.config.is_some() || m.config_file.is_some()
 }
 
@@ -275,21 +318,24 @@ fn task(spec: &MegatronFineTuneSpec, p: &mut Problems) {
         });
     }
     match t.resolved() {
-        Err(e) => p.0.push(e.to_string()),
+        Err(e) => p.0.push(FieldError::new(e.to_string())),
         Ok(Task::QuestionAnswering(qa)) => {
             let max_seq = t.max_seq_length();
             p.check(qa.max_query_length + 3 < max_seq, || {
-                format!(
-                    "spec.task.questionAnswering.maxQueryLength ({}) must leave room for context: \
-                         maxQueryLength + 3 must be below spec.task.maxSeqLength ({max_seq})",
-                    qa.max_query_length
-                )
+                "spec.task.questionAnswering.maxQueryLength must leave room for context: \
+                 maxQueryLength + 3 must be below spec.task.maxSeqLength"
+                    .into()
             });
         }
         Ok(Task::TokenClassification(tc)) => {
             p.check(tc.labels.len() >= 2, || {
                 "spec.task.tokenClassification.labels needs at least 2 labels".into()
             });
+            for (i, label) in tc.labels.iter().enumerate() {
+                p.check(!tc.labels[..i].contains(label), || {
+                    format!("spec.task.tokenClassification.labels[{i}]: Duplicate value: {label:?}")
+                });
+            }
             p.check(tc.labels.first() == Some(&tc.pad_label), || {
                 format!("spec.task.tokenClassification.labels must start with the pad label {}: put it first (its id is 0)", tc.pad_label)
             });
@@ -318,20 +364,36 @@ fn task(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     }
     let d = &spec.data;
     if ty == TaskType::TokenClassification {
-        for (split, words, labels) in [
-            ("train", d.train.is_some(), d.train_labels.is_some()),
+        let missing: Vec<&str> = [
             (
-                "validation",
+                "spec.data.trainLabels",
+                d.train.is_some(),
+                d.train_labels.is_some(),
+            ),
+            (
+                "spec.data.validationLabels",
                 d.validation.is_some(),
                 d.validation_labels.is_some(),
             ),
-            ("test", d.test.is_some(), d.test_labels.is_some()),
-        ] {
-            p.check(!words || labels, || {
-                format!("spec.data.{split}Labels is required with spec.data.{split}: TokenClassification reads \
-                         words and labels from separate files")
-            });
-        }
+            (
+                "spec.data.testLabels",
+                d.test.is_some(),
+                d.test_labels.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter(|&(_, words, labels)| words && !labels)
+        .map(|(field, _, _)| field)
+        .collect();
+        // The CEL rule's message, then which labels file is missing.
+        p.check(missing.is_empty(), || {
+            format!(
+                "spec.data: TokenClassification reads words and labels from separate files: set \
+                 trainLabels, validationLabels and testLabels next to each of train, validation and \
+                 test (missing: {})",
+                missing.join(", ")
+            )
+        });
     } else {
         p.check(d.train_labels.is_none() && d.validation_labels.is_none() && d.test_labels.is_none(), || {
             "spec.data.trainLabels, validationLabels and testLabels are only used by TokenClassification: remove them".into()
@@ -397,20 +459,19 @@ fn parallelism(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     });
     let heads = spec.model.known_attention_heads();
     if let Some(h) = heads {
-        p.check(h % tp == 0, || {
-            let divisors: Vec<String> = (1..=h)
-                .filter(|d| h % d == 0)
-                .map(|d| d.to_string())
-                .collect();
-            let what = if spec.model.published().is_some() && h == HEADS_345M {
-                "the 16 attention heads of the pretrained model".to_owned()
-            } else {
-                format!("spec.model.config.numAttentionHeads ({h})")
-            };
-            format!(
-                "spec.parallelism.tensorParallelSize ({tp}) must divide {what}: use one of {}",
-                divisors.join(", ")
-            )
+        p.check(h % tp == 0, || match spec.model.published() {
+            Some(name) if h == HEADS_345M => format!(
+                "spec.parallelism.tensorParallelSize ({tp}) must divide the 16 attention heads of \
+                 {name}: use 1, 2, 4, 8 or 16"
+            ),
+            _ => {
+                // The CEL rule's candidates: the tensor-parallel sizes worth offering.
+                let divisors: Vec<i64> = TP_CANDIDATES.into_iter().filter(|d| h % d == 0).collect();
+                format!(
+                    "spec.parallelism.tensorParallelSize ({tp}) must divide \
+                     spec.model.config.numAttentionHeads ({h}): use one of {divisors:?}"
+                )
+            }
         });
     }
     if let Some(ffn) = spec.model.config.as_ref().and_then(|c| c.ffn_hidden_size) {
@@ -423,6 +484,12 @@ fn parallelism(spec: &MegatronFineTuneSpec, p: &mut Problems) {
         "spec.training.microBatchSize and globalBatchSize must be at least 1".into()
     });
     if t.micro_batch_size >= 1 {
+        p.check(t.global_batch_size % t.micro_batch_size == 0, || {
+            format!(
+                "spec.training.globalBatchSize ({}) must be a multiple of spec.training.microBatchSize ({})",
+                t.global_batch_size, t.micro_batch_size
+            )
+        });
         p.check(t.global_batch_size % (t.micro_batch_size * dp) == 0, || {
             format!("spec.training.globalBatchSize ({}) must be a multiple of spec.training.microBatchSize x \
                      spec.parallelism.dataParallelSize ({} x {dp} = {})",
@@ -430,6 +497,11 @@ fn parallelism(spec: &MegatronFineTuneSpec, p: &mut Problems) {
         });
     }
 }
+
+/// Tensor-parallel sizes the heads rule offers (as the CRD's CEL rule lists them).
+const TP_CANDIDATES: [i64; 26] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 20, 24, 28, 32, 36, 40, 48, 56, 64,
+];
 
 fn training(spec: &MegatronFineTuneSpec, p: &mut Problems) {
     let t = &spec.training;
