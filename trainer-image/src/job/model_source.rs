@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crds::MegatronFineTuneSpec;
-use crds::published::FileRole;
+use crds::published::{FileRole, Published};
 
 use super::error::{JobError, JobResult};
 use super::inputs::Inputs;
@@ -21,6 +21,7 @@ use super::published_weights::{self, FetchContext};
 use crate::checkpoint::nemo::{NemoModel, read_nemo};
 use crate::checkpoint::{huggingface, megatron};
 use crate::model::{Activation, Architecture, BertConfig, StateDict};
+use crate::pretrained::Resolved;
 use crate::tokenizer::{BertTokenizer, BuiltinVocab};
 
 /// Where the initial weights come from.
@@ -65,56 +66,102 @@ pub fn starting_point(
     work_dir: &Path,
     external_weights: bool,
 ) -> JobResult<StartingPoint> {
-    let m = &spec.model;
-    if let Some(nemo_uri) = &m.nemo {
-        let path = inputs.file("spec.model.nemo", nemo_uri)?;
-        let nemo = read_nemo(&path, tp_size, tp_rank)?;
-        let vocab_file = nemo.vocab_file.clone().ok_or_else(|| {
-            JobError::invalid(format!(
-                "spec.model.nemo: {nemo_uri} carries no tokenizer vocabulary"
-            ))
-        })?;
-        let do_lower_case = nemo.do_lower_case.unwrap_or(false);
-        let tokenizer = BertTokenizer::from_vocab_file(&vocab_file, do_lower_case)?;
-        let pretrained_name = nemo
-            .pretrained_model_name
-            .clone()
-            .unwrap_or_else(|| default_name(do_lower_case));
-        return Ok(StartingPoint {
-            config: nemo.config.clone(),
-            description: format!(
-                "{nemo_uri} (tensor-parallel size {})",
-                nemo.tensor_parallel_size
-            ),
-            weights: Weights::Nemo(Box::new(nemo)),
-            tokenizer,
-            vocab_file,
-            do_lower_case,
-            pretrained_name,
-        });
+    let shard = Shard { tp_size, tp_rank };
+    if let Some(nemo_uri) = &spec.model.nemo {
+        return from_nemo(inputs, nemo_uri, shard);
     }
-
-    let random = m.is_random() || external_weights;
-    // A published name's files (resolved already by `train` before any rank started: then
-    // this finds the pod's verified copy at once).
-    let published = if random {
-        None
-    } else {
-        published_weights::fetch(spec, inputs.cache_dir(), &FetchContext::local())?
-            .zip(published_weights::needed(spec))
-    };
-    let published_vocab = published
+    let random = spec.model.is_random() || external_weights;
+    let published = published_files(spec, inputs, random)?;
+    let vocab = published
         .as_ref()
         .and_then(|(r, p)| r.file(p, FileRole::Vocabulary));
     let (tokenizer, vocab_file, do_lower_case) =
-        tokenizer(spec, inputs, work_dir, published_vocab.as_deref())?;
-    let vocab = tokenizer.vocab_size() as i64;
-    let pretrained_name = m
-        .pretrained
-        .map(|p| p.as_str().to_owned())
+        tokenizer(spec, inputs, work_dir, vocab.as_deref())?;
+    let start = Start {
+        pretrained_name: spec
+            .model
+            .pretrained
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| default_name(do_lower_case)),
+        tokenizer,
+        vocab_file,
+        do_lower_case,
+        shard,
+    };
+    let spec_config = spec_architecture(spec, inputs, start.tokenizer.vocab_size() as i64)?;
+    match checkpoint_location(spec, inputs, published.as_ref())? {
+        Some((path, label)) => from_checkpoint(spec, start, spec_config, &path, label),
+        None => from_random(start, spec_config, random, external_weights),
+    }
+}
+
+/// This rank's place in the tensor-parallel group.
+#[derive(Clone, Copy)]
+struct Shard {
+    tp_size: i64,
+    tp_rank: i64,
+}
+
+/// What every non-.nemo starting point shares: the tokenizer and the names.
+struct Start {
+    tokenizer: BertTokenizer,
+    vocab_file: PathBuf,
+    do_lower_case: bool,
+    pretrained_name: String,
+    shard: Shard,
+}
+
+/// A .nemo restores everything: architecture, weights (encoder and head) and tokenizer.
+fn from_nemo(inputs: &Inputs, nemo_uri: &crds::Uri, shard: Shard) -> JobResult<StartingPoint> {
+    let path = inputs.file("spec.model.nemo", nemo_uri)?;
+    let nemo = read_nemo(&path, shard.tp_size, shard.tp_rank)?;
+    let vocab_file = nemo.vocab_file.clone().ok_or_else(|| {
+        JobError::invalid(format!(
+            "spec.model.nemo: {nemo_uri} carries no tokenizer vocabulary"
+        ))
+    })?;
+    let do_lower_case = nemo.do_lower_case.unwrap_or(false);
+    let tokenizer = BertTokenizer::from_vocab_file(&vocab_file, do_lower_case)?;
+    let pretrained_name = nemo
+        .pretrained_model_name
+        .clone()
         .unwrap_or_else(|| default_name(do_lower_case));
-    // The architecture the spec gives (None: only the checkpoint knows it).
-    let spec_config: Option<BertConfig> = if let Some(file) = &m.config_file {
+    Ok(StartingPoint {
+        config: nemo.config.clone(),
+        description: format!(
+            "{nemo_uri} (tensor-parallel size {})",
+            nemo.tensor_parallel_size
+        ),
+        weights: Weights::Nemo(Box::new(nemo)),
+        tokenizer,
+        vocab_file,
+        do_lower_case,
+        pretrained_name,
+    })
+}
+
+/// A published name's verified files (resolved already by `train` before any
+/// rank started: then this finds the pod's copy at once).
+fn published_files(
+    spec: &MegatronFineTuneSpec,
+    inputs: &Inputs,
+    random: bool,
+) -> JobResult<Option<(Resolved, &'static Published)>> {
+    if random {
+        return Ok(None);
+    }
+    let resolved = published_weights::fetch(spec, inputs.cache_dir(), &FetchContext::local())?;
+    Ok(resolved.zip(published_weights::needed(spec)))
+}
+
+/// The architecture the spec gives (None: only the checkpoint knows it).
+fn spec_architecture(
+    spec: &MegatronFineTuneSpec,
+    inputs: &Inputs,
+    vocab: i64,
+) -> JobResult<Option<BertConfig>> {
+    let m = &spec.model;
+    if let Some(file) = &m.config_file {
         let path = inputs.file("spec.model.configFile", file)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             JobError::io(
@@ -125,78 +172,73 @@ pub fn starting_point(
         let mut cfg = BertConfig::from_json_or_yaml_with_vocab(&text, vocab)
             .map_err(|e| JobError::invalid(format!("spec.model.configFile {file}: {e}")))?;
         apply_dropouts(spec, &mut cfg);
-        Some(cfg)
-    } else {
-        let arch = m.architecture(vocab);
-        match arch {
-            Ok(a) => Some(from_architecture(&a)),
-            Err(crds::ArchitectureError::Unknown) => None,
-            Err(e) => return Err(JobError::invalid(e.to_string())),
-        }
-    };
-    let finish = |mut config: BertConfig,
-                  weights: Weights,
-                  description: String|
-     -> JobResult<StartingPoint> {
-        if weights_is_random(&weights) {
-            config.padded_vocab_size = config.padded_vocab_for(tp_size);
-        }
-        if (tokenizer.vocab_size() as i64) > config.padded_vocab_size {
-            return Err(JobError::invalid(format!(
-                "the tokenizer has {} tokens but the model's embedding only {} rows: use the \
-                 model's own vocabulary (spec.tokenizer) or a matching vocabSize",
-                tokenizer.vocab_size(),
-                config.padded_vocab_size
-            )));
-        }
-        config
-            .validate(tp_size)
-            .map_err(|e| JobError::invalid(format!("spec.model: {e}")))?;
-        Ok(StartingPoint {
-            config,
-            weights,
-            tokenizer: tokenizer.clone(),
-            vocab_file: vocab_file.clone(),
-            do_lower_case,
-            pretrained_name: pretrained_name.clone(),
-            description,
-        })
-    };
-
-    let checkpoint_dir = match &m.checkpoint {
-        Some(ckpt) => Some((
-            inputs.checkpoint("spec.model.checkpoint.location", ckpt)?,
-            ckpt.location.to_string(),
-        )),
-        None => published.as_ref().and_then(|(resolved, p)| {
-            let file = resolved.file(p, FileRole::Weights)?;
-            Some((file, resolved.source.clone()))
-        }),
-    };
-    if let Some((dir, label)) = checkpoint_dir {
-        let (mut config, shard) = if huggingface::is_hf_checkpoint(&dir) {
-            let (config, shard, _) = huggingface::load(&dir, tp_size, tp_rank)?;
-            (config, shard)
-        } else {
-            let opts = megatron::LoadOptions {
-                vocab_size: Some(spec_config.as_ref().map_or(vocab, |c| c.vocab_size)),
-                config: spec_config.clone(),
-                include_pretraining_heads: false,
-            };
-            let (config, shard, info) = megatron::load_with(&dir, tp_size, tp_rank, &opts)?;
-            tracing::info!(
-                checkpoint = label,
-                iteration = ?info.iteration,
-                tensor_parallel_size = info.tensor_parallel_size,
-                checkpoint_version = info.checkpoint_version,
-                "pretrained Megatron-LM checkpoint loaded"
-            );
-            (config, shard)
-        };
-        apply_dropouts(spec, &mut config);
-        return finish(config, Weights::Pretrained(shard), label);
+        return Ok(Some(cfg));
     }
+    match m.architecture(vocab) {
+        Ok(a) => Ok(Some(from_architecture(&a))),
+        Err(crds::ArchitectureError::Unknown) => Ok(None),
+        Err(e) => Err(JobError::invalid(e.to_string())),
+    }
+}
 
+/// Where pretrained weights are: `spec.model.checkpoint`, else the published
+/// name's weights file; with a label for logs.
+fn checkpoint_location(
+    spec: &MegatronFineTuneSpec,
+    inputs: &Inputs,
+    published: Option<&(Resolved, &'static Published)>,
+) -> JobResult<Option<(PathBuf, String)>> {
+    if let Some(ckpt) = &spec.model.checkpoint {
+        let path = inputs.checkpoint("spec.model.checkpoint.location", ckpt)?;
+        return Ok(Some((path, ckpt.location.to_string())));
+    }
+    Ok(published.and_then(|(resolved, p)| {
+        let file = resolved.file(p, FileRole::Weights)?;
+        Some((file, resolved.source.clone()))
+    }))
+}
+
+/// Pretrained encoder weights from a Megatron-LM or Hugging Face checkpoint,
+/// resharded to this run's tensor-parallel size (the task head starts random).
+fn from_checkpoint(
+    spec: &MegatronFineTuneSpec,
+    start: Start,
+    spec_config: Option<BertConfig>,
+    path: &Path,
+    label: String,
+) -> JobResult<StartingPoint> {
+    let Shard { tp_size, tp_rank } = start.shard;
+    let (mut config, shard) = if huggingface::is_hf_checkpoint(path) {
+        let (config, shard, _) = huggingface::load(path, tp_size, tp_rank)?;
+        (config, shard)
+    } else {
+        let vocab = start.tokenizer.vocab_size() as i64;
+        let opts = megatron::LoadOptions {
+            vocab_size: Some(spec_config.as_ref().map_or(vocab, |c| c.vocab_size)),
+            config: spec_config,
+            include_pretraining_heads: false,
+        };
+        let (config, shard, info) = megatron::load_with(path, tp_size, tp_rank, &opts)?;
+        tracing::info!(
+            checkpoint = label,
+            iteration = ?info.iteration,
+            tensor_parallel_size = info.tensor_parallel_size,
+            checkpoint_version = info.checkpoint_version,
+            "pretrained Megatron-LM checkpoint loaded"
+        );
+        (config, shard)
+    };
+    apply_dropouts(spec, &mut config);
+    finish(start, config, Weights::Pretrained(shard), label)
+}
+
+/// Random weights: only when the spec asks (or the caller loads weights afterwards).
+fn from_random(
+    start: Start,
+    spec_config: Option<BertConfig>,
+    random: bool,
+    external_weights: bool,
+) -> JobResult<StartingPoint> {
     let Some(config) = spec_config else {
         return Err(JobError::invalid(
             "spec.model: no architecture: set spec.model.pretrained, spec.model.config or spec.model.configFile",
@@ -214,10 +256,45 @@ pub fn starting_point(
         "spec.model.initialization: Random"
     };
     finish(
+        start,
         config,
         Weights::Random,
         format!("random initialisation ({why})"),
     )
+}
+
+/// Checks the tokenizer fits the embedding and the architecture fits the
+/// tensor-parallel size (random weights get the vocabulary padded for it).
+fn finish(
+    start: Start,
+    mut config: BertConfig,
+    weights: Weights,
+    description: String,
+) -> JobResult<StartingPoint> {
+    let tp_size = start.shard.tp_size;
+    if weights_is_random(&weights) {
+        config.padded_vocab_size = config.padded_vocab_for(tp_size);
+    }
+    if (start.tokenizer.vocab_size() as i64) > config.padded_vocab_size {
+        return Err(JobError::invalid(format!(
+            "the tokenizer has {} tokens but the model's embedding only {} rows: use the \
+             model's own vocabulary (spec.tokenizer) or a matching vocabSize",
+            start.tokenizer.vocab_size(),
+            config.padded_vocab_size
+        )));
+    }
+    config
+        .validate(tp_size)
+        .map_err(|e| JobError::invalid(format!("spec.model: {e}")))?;
+    Ok(StartingPoint {
+        config,
+        weights,
+        tokenizer: start.tokenizer,
+        vocab_file: start.vocab_file,
+        do_lower_case: start.do_lower_case,
+        pretrained_name: start.pretrained_name,
+        description,
+    })
 }
 
 /// Warns loudly that a run fine-tunes a randomly initialised encoder (call

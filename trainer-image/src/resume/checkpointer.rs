@@ -51,6 +51,16 @@ pub struct SavedCheckpoint {
     pub removed: RetentionReport,
 }
 
+/// This save's place among the best sets.
+struct Ranking {
+    /// The top-k with this save in it (if it ranks).
+    top_k: Option<TopK>,
+    /// Its file name among the best.
+    top_file: Option<String>,
+    /// Entries this save pushed out of the top-k.
+    pushed_out: Vec<BestEntry>,
+}
+
 /// Saves, commits, retains and restores training checkpoints of one rank.
 pub struct Checkpointer {
     pub(super) cfg: CheckpointerConfig,
@@ -188,69 +198,118 @@ impl Checkpointer {
             None => naming::step_file(&self.cfg.name, step, epoch),
         };
         let set = CheckpointSets::set_name(step);
+        let (mine, own_error) = self.write_own_file(step, &file, &request)?;
+        let files = self.agree_on_files(step, &file, &mine, own_error)?;
+        let ranking = self.rank_among_best(step, &file, &set, monitored);
+        let metadata = self.metadata(&request, &file, monitored, &ranking.top_k);
+        let (created, removed) = self.commit_and_retain(step, files, &metadata)?;
+        if self.cfg.dp_rank == 0 {
+            self.update_local_view(ranking.top_file.as_deref(), &ranking.pushed_out);
+        }
+        self.top_k = ranking.top_k;
+        self.last_step = Some(step);
+        tracing::info!(step, set = %set, file = %file, "checkpoint committed");
+        Ok(self.report(step, &set, created, &metadata, removed))
+    }
 
-        // 1. Write and upload this rank's file (with every replica's generators).
+    /// 1. Writes and uploads this rank's file (with every replica's
+    /// generators); replicas other than 0 write nothing. A failure is kept
+    /// for the agreement, not returned.
+    fn write_own_file(
+        &mut self,
+        step: u64,
+        file: &str,
+        request: &CheckpointRequest<'_>,
+    ) -> TrainResult<(RankFile, Option<TrainError>)> {
         let replica_rng =
             self.consensus
-                .replica_rng(self.cfg.tp_rank, self.cfg.dp_rank, &state.rng)?;
-        let writer = self.cfg.dp_rank == 0;
-        let mut own_error = None;
-        let mine = if writer {
-            match self.write_and_upload(step, &file, &request, &replica_rng) {
-                Ok(entry) => RankFile::uploaded(self.cfg.tp_rank, &entry),
+                .replica_rng(self.cfg.tp_rank, self.cfg.dp_rank, &request.state.rng)?;
+        if self.cfg.dp_rank != 0 {
+            return Ok((RankFile::None, None));
+        }
+        Ok(
+            match self.write_and_upload(step, file, request, &replica_rng) {
+                Ok(entry) => (RankFile::uploaded(self.cfg.tp_rank, &entry), None),
                 Err(e) => {
                     tracing::error!(step, error = %e, "writing this rank's checkpoint file failed");
-                    own_error = Some(e);
-                    RankFile::Failed {
+                    let failed = RankFile::Failed {
                         tp_rank: self.cfg.tp_rank,
-                    }
+                    };
+                    (failed, Some(e))
                 }
+            },
+        )
+    }
+
+    /// 2. Agrees with every rank on the set's files; any failure leaves the
+    /// previous checkpoint the latest.
+    fn agree_on_files(
+        &mut self,
+        step: u64,
+        file: &str,
+        mine: &RankFile,
+        own_error: Option<TrainError>,
+    ) -> TrainResult<Vec<ManifestFile>> {
+        let records = self.consensus.gather(mine)?;
+        self.collect_files(&records, file).map_err(|msg| {
+            let msg = format!(
+                "checkpoint at step {step} was not committed ({msg}); the previous \
+                 checkpoint stays the latest"
+            );
+            match own_error {
+                Some(e) => TrainError::Checkpoint(format!("{msg}: {e}")),
+                None => TrainError::Checkpoint(msg),
             }
-        } else {
-            RankFile::None
+        })
+    }
+
+    /// Where this save ranks among the best by the monitored metric.
+    fn rank_among_best(
+        &self,
+        step: u64,
+        file: &str,
+        set: &str,
+        monitored: Option<(&'static str, f64)>,
+    ) -> Ranking {
+        let mut ranking = Ranking {
+            top_k: self.top_k.clone(),
+            top_file: None,
+            pushed_out: Vec::new(),
         };
-        // 2. Agree on the outcome.
-        let records = self.consensus.gather(&mine)?;
-        let files = match self.collect_files(&records, &file) {
-            Ok(f) => f,
-            Err(msg) => {
-                let msg = format!(
-                    "checkpoint at step {step} was not committed ({msg}); the previous \
-                     checkpoint stays the latest"
-                );
-                return Err(match own_error {
-                    Some(e) => TrainError::Checkpoint(format!("{msg}: {e}")),
-                    None => TrainError::Checkpoint(msg),
-                });
-            }
-        };
-        // 3. Commit (rank 0) and retention.
-        let mut top_k = self.top_k.clone();
-        let mut top_file = None;
-        let mut pushed_out = Vec::new();
-        if let (Some(tk), Some((_, value))) = (top_k.as_mut(), monitored)
+        if let (Some(tk), Some((_, value))) = (ranking.top_k.as_mut(), monitored)
             && tk.admits(value)
         {
-            let mut name = file.clone();
+            let mut name = file.to_owned();
             let mut v = 0;
             while tk.has_file(&name) {
                 v += 1;
-                name = naming::versioned(&file, v);
+                name = naming::versioned(file, v);
             }
-            pushed_out = tk.insert(BestEntry {
+            ranking.pushed_out = tk.insert(BestEntry {
                 step,
                 value,
                 file: name.clone(),
-                set: set.clone(),
+                set: set.to_owned(),
             });
-            top_file = Some(name);
+            ranking.top_file = Some(name);
         }
-        let metadata = SetMetadata {
+        ranking
+    }
+
+    /// The manifest's `metadata` for this save.
+    fn metadata(
+        &self,
+        request: &CheckpointRequest<'_>,
+        file: &str,
+        monitored: Option<(&'static str, f64)>,
+        top_k: &Option<TopK>,
+    ) -> SetMetadata {
+        SetMetadata {
             name: self.cfg.name.clone(),
             tp_size: self.cfg.tp_size,
-            epoch: state.epoch,
+            epoch: request.state.epoch,
             reason: reason_name(&request.reason).into(),
-            file: file.clone(),
+            file: file.to_owned(),
             monitor: self
                 .cfg
                 .spec
@@ -262,15 +321,25 @@ impl Checkpointer {
                 .as_ref()
                 .map(|t| t.entries().to_vec())
                 .unwrap_or_default(),
-        };
+        }
+    }
+
+    /// 3. Global rank 0 commits the set (manifest last) and applies retention;
+    /// every rank learns whether it worked.
+    fn commit_and_retain(
+        &mut self,
+        step: u64,
+        files: Vec<ManifestFile>,
+        metadata: &SetMetadata,
+    ) -> TrainResult<(chrono::DateTime<chrono::Utc>, RetentionReport)> {
         let mut commit_error = None;
         let mut removed = RetentionReport::default();
         let mut created = chrono::Utc::now();
         if self.consensus.rank() == 0 {
-            match self.commit(step, files, &metadata) {
+            match self.commit(step, files, metadata) {
                 Ok(t) => {
                     created = t;
-                    removed = self.retain(&metadata);
+                    removed = self.retain(metadata);
                 }
                 Err(e) => {
                     tracing::error!(step, error = %e, "committing the checkpoint failed");
@@ -286,59 +355,48 @@ impl Checkpointer {
                 ))
             }));
         }
-        // 4. The local NeMo view.
-        if writer {
-            self.update_local_view(top_file.as_deref(), &pushed_out);
-        }
-        self.top_k = top_k;
-        self.last_step = Some(step);
-        tracing::info!(step, set = %set, file = %file, "checkpoint committed");
-        let best = self.top_k.as_ref().and_then(|t| t.best()).map(|b| {
-            self.status(
-                b.step,
-                &b.set,
-                None,
-                metadata.monitor.clone(),
-                Some(b.value),
-            )
-        });
-        // With keepLast 0 a set outside the top-k is deleted at once: the
-        // latest checkpoint is then the newest best one (what a resume uses).
-        let kept_best = removed
-            .removed_sets
-            .contains(&set)
+        Ok((created, removed))
+    }
+
+    /// 4. What the status says: the latest and the best set. With keepLast 0
+    /// a set outside the top-k is deleted at once: the latest checkpoint is
+    /// then the newest best one (what a resume uses).
+    fn report(
+        &self,
+        step: u64,
+        set: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        metadata: &SetMetadata,
+        removed: RetentionReport,
+    ) -> Option<SavedCheckpoint> {
+        let monitor = || metadata.monitor.clone();
+        let best = self
+            .top_k
+            .as_ref()
+            .and_then(|t| t.best())
+            .map(|b| self.status(b.step, &b.set, None, monitor(), Some(b.value)));
+        let deleted = removed.removed_sets.iter().any(|s| s == set);
+        let kept_best = deleted
             .then_some(self.top_k.as_ref())
             .flatten()
             .and_then(|t| t.entries().iter().max_by_key(|e| e.step));
-        if kept_best.is_none() && removed.removed_sets.contains(&set) {
-            // Nothing kept to report yet (a save before the first validation).
-            tracing::warn!(
-                step,
-                "keepLast 0 deleted this checkpoint at once: no best one exists yet"
-            );
-            return Ok(None);
-        }
         let latest = match kept_best {
-            Some(e) => self.status(
-                e.step,
-                &e.set,
-                None,
-                metadata.monitor.clone(),
-                Some(e.value),
-            ),
-            None => self.status(
-                step,
-                &set,
-                Some(created),
-                metadata.monitor.clone(),
-                metadata.metric,
-            ),
+            Some(e) => self.status(e.step, &e.set, None, monitor(), Some(e.value)),
+            None if deleted => {
+                // Nothing kept to report yet (a save before the first validation).
+                tracing::warn!(
+                    step,
+                    "keepLast 0 deleted this checkpoint at once: no best one exists yet"
+                );
+                return None;
+            }
+            None => self.status(step, set, Some(created), monitor(), metadata.metric),
         };
-        Ok(Some(SavedCheckpoint {
+        Some(SavedCheckpoint {
             latest,
             best,
             removed,
-        }))
+        })
     }
 
     /// The monitored metric and its value when `reason` carries it.
