@@ -176,17 +176,7 @@ impl Operator {
     }
 
     fn jobs_api(&self) -> Api<MegatronFineTune> {
-        self.api()
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match &self.config.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
+        watched(&self.client, self.config.namespace.as_deref())
     }
 
     async fn controller(
@@ -196,120 +186,19 @@ impl Operator {
         job_writer: reflector::store::Writer<MegatronFineTune>,
         stop: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        // Child, pod and node caches run in their own tasks (so they are complete before the
-        // first reconcile) and send the job each change concerns to the controller.
         let (trigger, triggers) =
             futures::channel::mpsc::unbounded::<ObjectRef<MegatronFineTune>>();
-        let mut tasks = Vec::new();
-        let managed = || watcher::Config::default().labels(MANAGED_SELECTOR);
-        let stateful_sets = self.cache(
-            self.api::<StatefulSet>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let services = self.cache(
-            self.api::<Service>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let config_maps = self.cache(
-            self.api::<ConfigMap>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let service_accounts = self.cache(
-            self.api::<ServiceAccount>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let roles = self.cache(
-            self.api::<Role>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let role_bindings = self.cache(
-            self.api::<RoleBinding>(),
-            managed(),
-            owner_job,
-            &trigger,
-            &mut tasks,
-        );
-        let pods = self.cache(
-            self.api::<Pod>(),
-            watcher::Config::default().labels(JOB_LABEL),
-            |pod: &Pod| job_of_pod(pod).into_iter().collect(),
-            &trigger,
-            &mut tasks,
-        );
-        let nodes = {
-            let (reader, writer) = reflector::store();
-            let pods = pods.clone();
-            let trigger = trigger.clone();
-            let stream = reflector(
-                writer,
-                watcher(
-                    Api::<Node>::all(self.client.clone()),
-                    watcher::Config::default(),
-                ),
-            )
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(node_readiness, PredicateConfig::default());
-            tasks.push(tokio::spawn(stream.for_each(move |node| {
-                if let Ok(node) = node {
-                    let name = node.name_any();
-                    for pod in pods.state() {
-                        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(name.as_str())
-                            && let Some(job) = job_of_pod(&pod)
-                        {
-                            let _ = trigger.unbounded_send(job);
-                        }
-                    }
-                }
-                async {}
-            })));
-            reader
+        let mut caches = Caches {
+            client: self.client.clone(),
+            namespace: self.config.namespace.clone(),
+            trigger,
+            tasks: Vec::new(),
         };
-        drop(trigger);
-        let stores = Stores {
-            stateful_sets,
-            services,
-            config_maps,
-            service_accounts,
-            roles,
-            role_bindings,
-            pods,
-            nodes,
-        };
+        let stores = caches.stores();
         info!("waiting for the caches to fill");
         stores.ready().await;
         info!("caches ready, reconciling");
-        let reporter = Reporter {
-            controller: "megatron-operator".into(),
-            instance: self
-                .config
-                .identity
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
-        };
-        let context = Arc::new(Context {
-            client: self.client.clone(),
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-            recorder: Recorder::new(self.client.clone(), reporter),
-            stores,
-        });
+        let context = Arc::new(self.context(stores));
         let job_stream = reflector(job_writer, watcher(jobs, watcher::Config::default()))
             .default_backoff()
             .touched_objects();
@@ -326,22 +215,60 @@ impl Operator {
                 }
             })
             .await;
-        for task in tasks {
-            task.abort();
+        caches.abort();
+    }
+
+    /// What every reconcile shares: the client, settings, metrics, the Event recorder and the caches.
+    fn context(&self, stores: Stores) -> Context {
+        let reporter = Reporter {
+            controller: "megatron-operator".into(),
+            instance: self
+                .config
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok()),
+        };
+        Context {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            recorder: Recorder::new(self.client.clone(), reporter),
+            stores,
+        }
+    }
+}
+
+/// The child, pod and node caches. Each runs in its own task (so it is complete before the
+/// first reconcile) and sends the job each change concerns to the controller.
+struct Caches {
+    client: Client,
+    namespace: Option<String>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<MegatronFineTune>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Caches {
+    /// Starts every cache the reconciler reads.
+    fn stores(&mut self) -> Stores {
+        let pods = self.cache(watcher::Config::default().labels(JOB_LABEL), |pod: &Pod| {
+            job_of_pod(pod).into_iter().collect()
+        });
+        Stores {
+            stateful_sets: self.managed::<StatefulSet>(),
+            services: self.managed::<Service>(),
+            config_maps: self.managed::<ConfigMap>(),
+            service_accounts: self.managed::<ServiceAccount>(),
+            roles: self.managed::<Role>(),
+            role_bindings: self.managed::<RoleBinding>(),
+            nodes: self.nodes(pods.clone()),
+            pods,
         }
     }
 
-    /// Starts a cache of `K` whose changes trigger the jobs `jobs_of` names.
-    fn cache<K>(
-        &self,
-        api: Api<K>,
-        config: watcher::Config,
-        jobs_of: fn(&K) -> Vec<ObjectRef<MegatronFineTune>>,
-        trigger: &futures::channel::mpsc::UnboundedSender<ObjectRef<MegatronFineTune>>,
-        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-    ) -> Store<K>
+    /// A cache of the operator's children of kind `K`, each triggering its owner job.
+    fn managed<K>(&mut self) -> Store<K>
     where
-        K: Resource<DynamicType = ()>
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
             + std::fmt::Debug
@@ -349,12 +276,64 @@ impl Operator {
             + Sync
             + 'static,
     {
+        self.cache(
+            watcher::Config::default().labels(MANAGED_SELECTOR),
+            owner_job,
+        )
+    }
+
+    /// Nodes: a readiness change triggers the jobs with pods on the node.
+    fn nodes(&mut self, pods: Store<Pod>) -> Store<Node> {
         let (reader, writer) = reflector::store();
-        let trigger = trigger.clone();
+        let trigger = self.trigger.clone();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<Node>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(node_readiness, PredicateConfig::default());
+        self.tasks.push(tokio::spawn(stream.for_each(move |node| {
+            if let Ok(node) = node {
+                let name = node.name_any();
+                for pod in pods.state() {
+                    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                        && let Some(job) = job_of_pod(&pod)
+                    {
+                        let _ = trigger.unbounded_send(job);
+                    }
+                }
+            }
+            async {}
+        })));
+        reader
+    }
+
+    /// Starts a cache of `K` whose changes trigger the jobs `jobs_of` names.
+    fn cache<K>(
+        &mut self,
+        config: watcher::Config,
+        jobs_of: fn(&K) -> Vec<ObjectRef<MegatronFineTune>>,
+    ) -> Store<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api = watched(&self.client, self.namespace.as_deref());
+        let (reader, writer) = reflector::store();
+        let trigger = self.trigger.clone();
         let stream = reflector(writer, watcher(api, config))
             .default_backoff()
             .touched_objects();
-        tasks.push(tokio::spawn(stream.for_each(move |object| {
+        self.tasks.push(tokio::spawn(stream.for_each(move |object| {
             if let Ok(object) = object {
                 for job in jobs_of(&object) {
                     let _ = trigger.unbounded_send(job);
@@ -363,6 +342,24 @@ impl Operator {
             async {}
         })));
         reader
+    }
+
+    /// Stops every cache task.
+    fn abort(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `K` in the watched namespace (all namespaces when none is set).
+fn watched<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
