@@ -10,6 +10,7 @@ pub mod parallel;
 pub mod pretrained;
 pub mod progress;
 pub mod resume;
+pub mod run;
 pub mod scores;
 pub mod storage;
 pub mod task;

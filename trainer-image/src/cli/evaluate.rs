@@ -15,7 +15,7 @@ use megatron_trainer::resume::contents;
 use megatron_trainer::task::write_metrics_json;
 
 use super::args::JobArgs;
-use super::prepare;
+use megatron_trainer::run::{self, Loaded, Session};
 
 /// `evaluate` arguments.
 #[derive(Args, Clone, Debug)]
@@ -67,7 +67,7 @@ pub fn evaluate_split<T>(
     job: &JobArgs,
     labelled: bool,
     training_checkpoint: Option<&Path>,
-    f: impl FnOnce(&prepare::Session, &prepare::Loaded) -> JobResult<T>,
+    f: impl FnOnce(&Session, &Loaded) -> JobResult<T>,
 ) -> JobResult<T> {
     let config = job.load(training_checkpoint.is_some(), |c| {
         let s = &mut c.spec;
@@ -101,8 +101,8 @@ pub fn evaluate_split<T>(
         Some(d) => d.join("work"),
         None => std::env::temp_dir().join(format!("megatron-evaluate-{}", std::process::id())),
     };
-    let session = prepare::connect(config, RankIdentity::single(), cache)?;
-    let mut loaded = prepare::load(&session, &work, training_checkpoint.is_some())?;
+    let session = run::connect(config, RankIdentity::single(), cache)?;
+    let mut loaded = run::load(&session, &work, training_checkpoint.is_some())?;
     if let Some(dir) = training_checkpoint {
         load_training_checkpoint(dir, &mut loaded.model)?;
     }

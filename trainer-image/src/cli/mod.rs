@@ -10,7 +10,6 @@ mod convert;
 mod evaluate;
 mod inspect;
 mod predict;
-mod prepare;
 mod train;
 
 use std::process::ExitCode;

@@ -212,7 +212,7 @@ impl Checkpointer {
         Ok(self.report(step, &set, created, &metadata, removed))
     }
 
-    /// 1. Writes and uploads this rank's file (with every replica's
+    /// Step 1: writes and uploads this rank's file (with every replica's
     /// generators); replicas other than 0 write nothing. A failure is kept
     /// for the agreement, not returned.
     fn write_own_file(
@@ -241,7 +241,7 @@ impl Checkpointer {
         )
     }
 
-    /// 2. Agrees with every rank on the set's files; any failure leaves the
+    /// Step 2: agrees with every rank on the set's files; any failure leaves the
     /// previous checkpoint the latest.
     fn agree_on_files(
         &mut self,
@@ -324,7 +324,7 @@ impl Checkpointer {
         }
     }
 
-    /// 3. Global rank 0 commits the set (manifest last) and applies retention;
+    /// Step 3: global rank 0 commits the set (manifest last) and applies retention;
     /// every rank learns whether it worked.
     fn commit_and_retain(
         &mut self,
@@ -358,7 +358,7 @@ impl Checkpointer {
         Ok((created, removed))
     }
 
-    /// 4. What the status says: the latest and the best set. With keepLast 0
+    /// Step 4: what the status says: the latest and the best set. With keepLast 0
     /// a set outside the top-k is deleted at once: the latest checkpoint is
     /// then the newest best one (what a resume uses).
     fn report(

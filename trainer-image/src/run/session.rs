@@ -4,15 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crds::MegatronFineTuneSpec;
-use megatron_trainer::comm::{self, CommConfig, Topology};
-use megatron_trainer::job::{
+use crate::comm::{self, CommConfig, Topology};
+use crate::job::{
     Inputs, JobConfig, JobError, JobResult, RankIdentity, StartingPoint, Weights, rank,
     starting_point,
 };
-use megatron_trainer::model::BertTaskModel;
-use megatron_trainer::parallel::TpGroup;
-use megatron_trainer::task::TaskData;
+use crate::model::BertTaskModel;
+use crate::parallel::TpGroup;
+use crate::task::TaskData;
+use crds::MegatronFineTuneSpec;
 use tch::Device;
 
 /// A connected rank.
@@ -139,7 +139,7 @@ pub fn load(session: &Session, work_dir: &Path, external_weights: bool) -> JobRe
                         head.num_classes
                     );
                 }
-                let encoder: megatron_trainer::model::StateDict = nemo
+                let encoder: crate::model::StateDict = nemo
                     .state_dict
                     .iter()
                     .filter(|(k, _)| !k.starts_with("classifier."))
