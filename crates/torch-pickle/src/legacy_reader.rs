@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::storage::RawStorage;
-use super::unpickler::unpickle;
-use super::value::{StorageRef, Value};
-use super::zip_reader::storage_type_kind;
-use crate::checkpoint::error::{CheckpointError, Result};
+use crate::error::{PickleError, Result};
+use crate::storage::RawStorage;
+use crate::unpickler::unpickle;
+use crate::value::{StorageRef, Value};
+use crate::zip_reader::{storage_numel, storage_type_kind};
 
 /// `0x1950a86a20f9469cfc6c` as pickled (little-endian).
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -19,55 +19,55 @@ const PROTOCOL_VERSION: i64 = 1001;
 
 /// Loads the object stored in a legacy-format `torch.save` file.
 pub fn load(path: &Path, file: File) -> Result<Value> {
-    let fmt = |m: String| CheckpointError::format(path, m);
+    let in_file = |e: PickleError| e.in_file(path, None);
+    let in_part = |part: &'static str| move |e: PickleError| e.in_file(path, Some(part));
     let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut no_pid = |pid: Value| Err(format!("unexpected persistent id {pid:?} in the header"));
-    let magic = unpickle(&mut reader, &mut no_pid).map_err(|m| fmt(format!("header: {m}")))?;
+    let mut no_pid = |pid: Value| Err(PickleError::UnexpectedPersistentId(format!("{pid:?}")));
+    let magic = unpickle(&mut reader, &mut no_pid).map_err(in_part("header"))?;
     if !matches!(&magic, Value::BigInt(b) if b[..] == MAGIC) {
-        return Err(fmt(
-            "not a torch.save file (legacy magic number missing)".into()
-        ));
-    }
-    let proto = unpickle(&mut reader, &mut no_pid).map_err(|m| fmt(format!("header: {m}")))?;
-    if proto.as_i64() != Some(PROTOCOL_VERSION) {
-        return Err(fmt(format!(
-            "unsupported legacy protocol version {proto:?}"
+        return Err(in_file(PickleError::NotATorchFile(
+            "legacy magic number missing",
         )));
     }
-    let sys_info = unpickle(&mut reader, &mut no_pid).map_err(|m| fmt(format!("sys info: {m}")))?;
+    let proto = unpickle(&mut reader, &mut no_pid).map_err(in_part("header"))?;
+    if proto.as_i64() != Some(PROTOCOL_VERSION) {
+        return Err(in_file(PickleError::UnsupportedLegacyVersion(format!(
+            "{proto:?}"
+        ))));
+    }
+    let sys_info = unpickle(&mut reader, &mut no_pid).map_err(in_part("sys info"))?;
     let big_endian = sys_info.get("little_endian").and_then(Value::as_bool) == Some(false);
 
     let mut storages: HashMap<String, RawStorage> = HashMap::new();
-    let mut persistent = |pid: Value| -> std::result::Result<Value, String> {
-        let items = pid
-            .as_list()
-            .ok_or_else(|| format!("unexpected persistent id {pid:?}"))?;
+    let mut persistent = |pid: Value| -> Result<Value> {
+        let unexpected = || PickleError::UnexpectedPersistentId(format!("{pid:?}"));
+        let items = pid.as_list().ok_or_else(unexpected)?;
         match items {
             [tag, ..] if tag.as_str() == Some("module") => Ok(Value::None),
             [tag, ty, key, _location, numel, view @ ..] if tag.as_str() == Some("storage") => {
                 let kind = storage_type_kind(ty)?;
                 let key = key
                     .as_str()
-                    .ok_or_else(|| format!("storage key {key:?} is not a string"))?
+                    .ok_or_else(|| PickleError::BadStorageKey(format!("{key:?}")))?
                     .to_string();
-                let numel = numel
-                    .as_i64()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| format!("storage size {numel:?} is not a count"))?;
+                let numel = storage_numel(numel)?;
                 if !storages.contains_key(&key) {
                     let raw = RawStorage::alloc(kind, numel)
-                        .map_err(|e| format!("allocating storage {key}: {e}"))?;
+                        .map_err(|e| PickleError::tensor(format!("allocating storage {key}"), e))?;
                     storages.insert(key.clone(), raw);
                 }
                 let typed = &storages[&key].typed;
                 match view.first() {
                     Some(Value::Tuple(v)) if v.len() == 3 => {
-                        let (off, len) = (v[1].as_i64(), v[2].as_i64());
-                        let (Some(off), Some(len)) = (off, len) else {
-                            return Err(format!("bad storage view {v:?}"));
+                        let bad = |problem| PickleError::BadStorageView {
+                            view: format!("{v:?}"),
+                            problem,
+                        };
+                        let (Some(off), Some(len)) = (v[1].as_i64(), v[2].as_i64()) else {
+                            return Err(bad("malformed"));
                         };
                         if off < 0 || len < 0 || off + len > typed.numel() as i64 {
-                            return Err(format!("storage view {v:?} is out of range"));
+                            return Err(bad("out of range"));
                         }
                         Ok(Value::Storage(StorageRef {
                             data: typed.shallow_clone(),
@@ -78,46 +78,50 @@ pub fn load(path: &Path, file: File) -> Result<Value> {
                     _ => Ok(Value::Storage(StorageRef::whole(typed.shallow_clone()))),
                 }
             }
-            _ => Err(format!("unexpected persistent id {pid:?}")),
+            _ => Err(unexpected()),
         }
     };
-    let value = unpickle(&mut reader, &mut persistent).map_err(|m| fmt(format!("object: {m}")))?;
-    let keys = unpickle(&mut reader, &mut no_pid).map_err(|m| fmt(format!("storage keys: {m}")))?;
+    let value = unpickle(&mut reader, &mut persistent).map_err(in_part("object"))?;
+    let keys = unpickle(&mut reader, &mut no_pid).map_err(in_part("storage keys"))?;
     let keys = keys
         .as_list()
-        .ok_or_else(|| fmt(format!("storage key list is {keys:?}")))?;
+        .ok_or_else(|| in_file(PickleError::BadStorageKeys(format!("{keys:?}"))))?;
     let mut filled = 0usize;
     for key in keys {
         let key = key
             .as_str()
-            .ok_or_else(|| fmt(format!("storage key {key:?}")))?;
+            .ok_or_else(|| in_file(PickleError::BadStorageKey(format!("{key:?}"))))?;
         let raw = storages
             .get(key)
-            .ok_or_else(|| fmt(format!("storage {key} is listed but never used")))?;
+            .ok_or_else(|| in_file(PickleError::UnusedStorage(key.to_string())))?;
+        let read_error = |source| {
+            in_file(PickleError::StorageRead {
+                name: key.to_string(),
+                source,
+            })
+        };
         let mut count = [0u8; 8];
-        reader
-            .read_exact(&mut count)
-            .map_err(|e| fmt(format!("storage {key}: {e}")))?;
+        reader.read_exact(&mut count).map_err(read_error)?;
         let count = if big_endian {
             i64::from_be_bytes(count)
         } else {
             i64::from_le_bytes(count)
         };
         if count != raw.typed.numel() as i64 {
-            return Err(fmt(format!(
-                "storage {key} has {count} elements in the file, the pickle expects {}",
-                raw.typed.numel()
-            )));
+            return Err(in_file(PickleError::StorageCountMismatch {
+                key: key.to_string(),
+                count,
+                expected: raw.typed.numel() as i64,
+            }));
         }
-        raw.fill_from(&mut reader, big_endian)
-            .map_err(|e| fmt(format!("storage {key}: {e}")))?;
+        raw.fill_from(&mut reader, big_endian).map_err(read_error)?;
         filled += 1;
     }
     if filled != storages.len() {
-        return Err(fmt(format!(
-            "{} storages are used but only {filled} are stored",
-            storages.len()
-        )));
+        return Err(in_file(PickleError::MissingStorages {
+            used: storages.len(),
+            stored: filled,
+        }));
     }
     Ok(value)
 }

@@ -6,7 +6,6 @@ pub mod huggingface;
 pub mod inspect;
 pub mod megatron;
 pub mod nemo;
-pub mod torch_pickle;
 pub mod training;
 
 pub use error::{CheckpointError, Result};
