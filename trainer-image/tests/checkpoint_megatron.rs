@@ -11,9 +11,9 @@ use std::path::Path;
 
 use checkpoint_util::{TempDir, assert_tensor_eq, read_safetensors, run_python};
 use megatron_trainer::checkpoint::megatron::{self, LoadOptions, SaveOptions};
-use megatron_trainer::checkpoint::torch_pickle::Container;
 use megatron_trainer::model::{BertConfig, tp_split_dim};
 use tch::Tensor;
+use torch_pickle::Container;
 
 const VOCAB: i64 = 100;
 const DIVISIBLE: i64 = 8;

@@ -17,11 +17,11 @@ mod model_util;
 use std::path::{Path, PathBuf};
 
 use megatron_trainer::checkpoint::megatron;
-use megatron_trainer::checkpoint::torch_pickle::Container;
 use megatron_trainer::comm;
 use megatron_trainer::model::{BertTaskModel, HeadConfig, HeadOutput};
 use megatron_trainer::parallel::TpGroup;
 use tch::Device;
+use torch_pickle::Container;
 
 const TOL: f64 = 1e-5;
 const ROOT_VAR: &str = "EXACTNESS_MEGATRON_FILES_DIR";

@@ -140,7 +140,7 @@ fn detect_input(path: &Path) -> Result<CheckpointFormat> {
         return Ok(CheckpointFormat::Nemo);
     }
     // A .pt file is a torch.save file; anything else must be an archive.
-    Ok(match crate::checkpoint::torch_pickle::detect(path) {
+    Ok(match torch_pickle::detect(path) {
         Ok(_) => CheckpointFormat::Megatron,
         Err(_) => CheckpointFormat::Nemo,
     })

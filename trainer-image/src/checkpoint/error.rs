@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
+use torch_pickle::PickleError;
+
 /// Everything that can go wrong reading or writing a checkpoint.
 ///
 /// Every variant except [`CheckpointError::Io`] and [`CheckpointError::Torch`]
-/// means the input itself is invalid (not worth retrying).
+/// (and a [`CheckpointError::Pickle`] that is an I/O error) means the input
+/// itself is invalid (not worth retrying).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file or directory could not be read or written.
@@ -28,6 +31,17 @@ pub enum CheckpointError {
         #[source]
         source: tch::TchError,
     },
+    /// A `torch.save` file could not be read or written (the error names
+    /// the file). Boxed to keep this enum, and every `Result` carrying it,
+    /// small.
+    #[error(transparent)]
+    Pickle(Box<PickleError>),
+}
+
+impl From<PickleError> for CheckpointError {
+    fn from(e: PickleError) -> Self {
+        Self::Pickle(Box::new(e))
+    }
 }
 
 impl CheckpointError {
@@ -76,6 +90,17 @@ impl CheckpointError {
                     | std::io::ErrorKind::PermissionDenied
             ),
             Self::Torch { .. } => false,
+            Self::Pickle(e) => e.is_invalid_input(),
+        }
+    }
+
+    /// True when a file or directory could not be opened, read or written
+    /// (as opposed to having unusable contents).
+    pub fn is_io(&self) -> bool {
+        match self {
+            Self::Io { .. } => true,
+            Self::Pickle(e) => e.is_io(),
+            _ => false,
         }
     }
 }

@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use torch_pickle::{Container, Value, dtype_name};
 
 use super::error::{CheckpointError, Result};
 use super::huggingface;
 use super::megatron::{self, args, layout};
 use super::nemo::{self, NemoTask, keys};
-use super::torch_pickle::{self, Container, Value, dtype_name};
 use crate::model::{BertConfig, HeadConfig, StateDict, tp_split_dim};
 
 /// One tensor of the inspected file.

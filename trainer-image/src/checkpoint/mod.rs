@@ -1,4 +1,5 @@
-//! PyTorch, Megatron-LM and Hugging Face checkpoint formats.
+//! Checkpoint file formats: Megatron-LM, NeMo and Hugging Face (`torch.save`
+//! files through the `torch-pickle` crate). The run checkpointer is `crate::resume`.
 
 pub mod convert;
 pub mod error;
@@ -6,6 +7,5 @@ pub mod huggingface;
 pub mod inspect;
 pub mod megatron;
 pub mod nemo;
-pub mod torch_pickle;
 
 pub use error::{CheckpointError, Result};

@@ -29,9 +29,9 @@
 use std::path::Path;
 
 use tch::Tensor;
+use torch_pickle::{Dict, Value};
 
 use super::pyvalue::{Mismatch, Node, dict, from_json, opt};
-use crate::checkpoint::torch_pickle::{Dict, Value};
 use crate::checkpoint::{CheckpointError, Result};
 use crate::data::DataPosition;
 use crate::model::StateDict;
@@ -194,12 +194,12 @@ fn encode_rng(rng: &RngStates) -> Value {
 
 /// Writes `value` to `path` (atomically: temporary name, then rename).
 pub fn write(path: &Path, value: &Value) -> Result<()> {
-    crate::checkpoint::torch_pickle::save(path, value)
+    Ok(torch_pickle::save(path, value)?)
 }
 
 /// Reads a file written by [`encode`] + [`write`].
 pub fn read(path: &Path) -> Result<TrainingFile> {
-    let (value, _) = crate::checkpoint::torch_pickle::load(path)?;
+    let (value, _) = torch_pickle::load(path)?;
     decode(&value).map_err(|(key, what)| {
         CheckpointError::invalid(
             path,

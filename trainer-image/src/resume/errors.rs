@@ -19,7 +19,7 @@ pub fn storage(context: &str, e: StorageError) -> TrainError {
 /// A checkpoint file error as a [`TrainError`].
 pub fn file(context: &str, e: CheckpointError) -> TrainError {
     let msg = format!("{context}: {e}");
-    if e.is_invalid_input() && !matches!(e, CheckpointError::Io { .. }) {
+    if e.is_invalid_input() && !e.is_io() {
         TrainError::InvalidInput(msg)
     } else {
         TrainError::Checkpoint(msg)

@@ -2,8 +2,7 @@
 //! JSON to pickle values, and typed lookups whose errors name the key path.
 
 use tch::Tensor;
-
-use crate::checkpoint::torch_pickle::{Dict, Value};
+use torch_pickle::{Dict, Value};
 
 /// A plain (non-ordered) dict from string keys.
 pub fn dict<const N: usize>(entries: [(&str, Value); N]) -> Value {

@@ -1,6 +1,7 @@
 //! The model config from a Megatron checkpoint's `args` (argparse.Namespace).
 
-use crate::checkpoint::torch_pickle::Value;
+use torch_pickle::Value;
+
 use crate::model::{Activation, Architecture, BertConfig};
 
 /// Tensor-parallel size recorded in `args` (`tensor_model_parallel_size`,

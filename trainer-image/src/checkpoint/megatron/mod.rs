@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
+use torch_pickle::{Container, Value};
 
 use crate::checkpoint::error::{CheckpointError, Result};
-use crate::checkpoint::torch_pickle::{self, Container, Value};
 use crate::model::{BertConfig, StateDict};
 
 pub use reshard::repad as reshard_repad;

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use torch_pickle::{Dict, Object, Value, dtype_name};
+
 use super::names::{is_vocab, megatron_path, split_dim};
 use super::reshard::repad;
 use crate::checkpoint::error::{CheckpointError, Result};
-use crate::checkpoint::torch_pickle::{self, Dict, Object, Value, dtype_name};
 use crate::model::{Activation, BertConfig, StateDict};
 
 /// Where and how to write a Megatron checkpoint.

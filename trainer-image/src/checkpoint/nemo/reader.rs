@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 use tch::Tensor;
+use torch_pickle::PickleError;
 
 use super::model_config::{self, NemoTask};
 use super::{NemoModel, artifact, keys, shapes};
 use crate::checkpoint::error::{CheckpointError, Result};
 use crate::checkpoint::megatron::{model_entry, qkv, reshard_repad};
-use crate::checkpoint::torch_pickle;
 use crate::model::{BertConfig, HeadConfig, StateDict, merge_shards, shard_state_dict};
 
 /// How to read an archive.
@@ -670,12 +670,12 @@ fn check_shard(
     Ok(())
 }
 
-/// Puts the archive member into errors from reading an extracted file.
-fn rename_error(e: CheckpointError, archive: &Path, member: &str) -> CheckpointError {
-    match e {
-        CheckpointError::Format { message, .. } | CheckpointError::Invalid { message, .. } => {
-            CheckpointError::format(archive, format!("{member}: {message}"))
-        }
-        other => other,
+/// Puts the archive member into errors from reading an extracted file
+/// (I/O errors keep naming the scratch file that failed).
+fn rename_error(e: PickleError, archive: &Path, member: &str) -> CheckpointError {
+    if e.is_io() {
+        e.into()
+    } else {
+        CheckpointError::format(archive, format!("{member}: {}", e.message()))
     }
 }

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Map, Value as Json};
+use torch_pickle::{Dict, Value};
 
 use super::model_config::{self, ArtifactRefs, ConfigInput};
 use super::{NEMO_CHECKPOINT_VERSION, artifact, encoder_config, keys, shapes};
 use crate::checkpoint::error::{CheckpointError, Result};
 use crate::checkpoint::megatron::reshard_repad;
-use crate::checkpoint::torch_pickle::{self, Dict, Value};
 use crate::model::{BertConfig, HeadConfig, StateDict, merge_shards, shard_state_dict};
 
 /// The weights to write.

@@ -6,8 +6,10 @@
 
 use tch::Tensor;
 
-use super::storage::{contiguous_cpu, storage_class};
-use super::value::{Dict, Value};
+use crate::error::{PickleError, Result};
+use crate::opcode::OpCode as Op;
+use crate::storage::{contiguous_cpu, storage_class};
+use crate::value::{Dict, Value};
 
 /// Encodes a value tree; tensors are collected in [`Pickler::storages`],
 /// key `i` being `storages[i]`.
@@ -19,62 +21,75 @@ pub struct Pickler {
 
 impl Pickler {
     /// Encodes `value` as a complete protocol 2 pickle.
-    pub fn encode(value: &Value) -> Result<Self, String> {
+    pub fn encode(value: &Value) -> Result<Self> {
         let mut p = Pickler::default();
-        p.out.extend_from_slice(&[0x80, 2]);
+        p.op(Op::Proto);
+        p.out.push(2);
         p.value(value)?;
-        p.out.push(b'.');
+        p.op(Op::Stop);
         Ok(p)
     }
 
-    fn value(&mut self, v: &Value) -> Result<(), String> {
+    fn op(&mut self, op: Op) {
+        self.out.push(op.into());
+    }
+
+    fn value(&mut self, v: &Value) -> Result<()> {
         match v {
-            Value::None => self.out.push(b'N'),
-            Value::Bool(b) => self.out.push(if *b { 0x88 } else { 0x89 }),
+            Value::None => self.op(Op::None),
+            Value::Bool(b) => self.op(if *b { Op::NewTrue } else { Op::NewFalse }),
             Value::Int(i) => self.int(*i),
             Value::BigInt(b) => {
-                let n = u8::try_from(b.len()).map_err(|_| "integer too wide to write")?;
-                self.out.extend_from_slice(&[0x8a, n]);
+                let n = u8::try_from(b.len()).map_err(|_| {
+                    PickleError::CannotWrite(format!("an integer of {} bytes", b.len()))
+                })?;
+                self.op(Op::Long1);
+                self.out.push(n);
                 self.out.extend_from_slice(b);
             }
             Value::Float(f) => {
-                self.out.push(b'G');
+                self.op(Op::BinFloat);
                 self.out.extend_from_slice(&f.to_be_bytes());
             }
             Value::Str(s) => self.str(s),
             Value::Bytes(b) => {
-                self.out.push(b'B');
+                self.op(Op::BinBytes);
                 self.out.extend_from_slice(&(b.len() as u32).to_le_bytes());
                 self.out.extend_from_slice(b);
             }
             Value::List(items) => {
-                self.out.push(b']');
+                self.op(Op::EmptyList);
                 for chunk in items.chunks(1000) {
-                    self.out.push(b'(');
+                    self.op(Op::Mark);
                     for x in chunk {
                         self.value(x)?;
                     }
-                    self.out.push(b'e');
+                    self.op(Op::Appends);
                 }
             }
             Value::Tuple(items) => self.tuple(items.iter(), |p, x| p.value(x))?,
             Value::Dict(d) => self.dict(d)?,
             Value::Tensor(t) => self.tensor(t)?,
-            Value::Storage(_) => return Err("writing bare storages is not supported".into()),
+            Value::Storage(_) => return Err(PickleError::CannotWrite("bare storages".into())),
             Value::Global { module, name } => self.global(module, name),
             Value::Object(o) => {
                 let Value::Global { module, name } = &o.class else {
-                    return Err(format!("cannot write an object of class {:?}", o.class));
+                    return Err(PickleError::CannotWrite(format!(
+                        "an object of class {:?}",
+                        o.class
+                    )));
                 };
                 if !o.items.is_empty() {
-                    return Err(format!("cannot write items of a {module}.{name}"));
+                    return Err(PickleError::CannotWrite(format!(
+                        "items of a {module}.{name}"
+                    )));
                 }
                 self.global(module, name);
                 self.tuple(o.args.iter(), |p, x| p.value(x))?;
-                self.out.push(0x81);
+                self.op(Op::NewObj);
                 if let Some(state) = &o.state {
                     self.value(state)?;
-                    self.out.push(b'b');
+                    self.op(Op::Build);
                 }
             }
         }
@@ -83,27 +98,29 @@ impl Pickler {
 
     fn int(&mut self, i: i64) {
         if (0..=0xff).contains(&i) {
-            self.out.extend_from_slice(&[b'K', i as u8]);
+            self.op(Op::BinInt1);
+            self.out.push(i as u8);
         } else if (0..=0xffff).contains(&i) {
-            self.out.push(b'M');
+            self.op(Op::BinInt2);
             self.out.extend_from_slice(&(i as u16).to_le_bytes());
         } else if let Ok(small) = i32::try_from(i) {
-            self.out.push(b'J');
+            self.op(Op::BinInt);
             self.out.extend_from_slice(&small.to_le_bytes());
         } else {
-            self.out.extend_from_slice(&[0x8a, 8]);
+            self.op(Op::Long1);
+            self.out.push(8);
             self.out.extend_from_slice(&i.to_le_bytes());
         }
     }
 
     fn str(&mut self, s: &str) {
-        self.out.push(b'X');
+        self.op(Op::BinUnicode);
         self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
         self.out.extend_from_slice(s.as_bytes());
     }
 
     fn global(&mut self, module: &str, name: &str) {
-        self.out.push(b'c');
+        self.op(Op::Global);
         self.out.extend_from_slice(module.as_bytes());
         self.out.push(b'\n');
         self.out.extend_from_slice(name.as_bytes());
@@ -113,49 +130,56 @@ impl Pickler {
     fn tuple<T>(
         &mut self,
         items: impl ExactSizeIterator<Item = T>,
-        mut each: impl FnMut(&mut Self, T) -> Result<(), String>,
-    ) -> Result<(), String> {
+        mut each: impl FnMut(&mut Self, T) -> Result<()>,
+    ) -> Result<()> {
         let n = items.len();
         if n == 0 {
-            self.out.push(b')');
+            self.op(Op::EmptyTuple);
             return Ok(());
         }
         if n > 3 {
-            self.out.push(b'(');
+            self.op(Op::Mark);
         }
         for x in items {
             each(self, x)?;
         }
-        self.out.push(match n {
-            1 => 0x85,
-            2 => 0x86,
-            3 => 0x87,
-            _ => b't',
+        self.op(match n {
+            1 => Op::Tuple1,
+            2 => Op::Tuple2,
+            3 => Op::Tuple3,
+            _ => Op::Tuple,
         });
         Ok(())
     }
 
-    fn dict(&mut self, d: &Dict) -> Result<(), String> {
+    /// `collections.OrderedDict()`: an empty tuple of arguments, reduced.
+    fn ordered_dict(&mut self) {
+        self.global("collections", "OrderedDict");
+        self.op(Op::EmptyTuple);
+        self.op(Op::Reduce);
+    }
+
+    fn dict(&mut self, d: &Dict) -> Result<()> {
         if d.ordered {
-            self.global("collections", "OrderedDict");
-            self.out.extend_from_slice(b")R");
+            self.ordered_dict();
         } else {
-            self.out.push(b'}');
+            self.op(Op::EmptyDict);
         }
         for chunk in d.entries.chunks(1000) {
-            self.out.push(b'(');
+            self.op(Op::Mark);
             for (k, v) in chunk {
                 self.value(k)?;
                 self.value(v)?;
             }
-            self.out.push(b'u');
+            self.op(Op::SetItems);
         }
         Ok(())
     }
 
-    fn tensor(&mut self, t: &Tensor) -> Result<(), String> {
+    fn tensor(&mut self, t: &Tensor) -> Result<()> {
         let kind = t.kind();
-        let class = storage_class(kind).ok_or_else(|| format!("cannot write {kind:?} tensors"))?;
+        let class = storage_class(kind)
+            .ok_or_else(|| PickleError::CannotWrite(format!("{kind:?} tensors")))?;
         let t = contiguous_cpu(t);
         let size = t.size();
         let mut stride = vec![1i64; size.len()];
@@ -167,15 +191,16 @@ impl Pickler {
         self.storages.push(t);
 
         self.global("torch._utils", "_rebuild_tensor_v2");
-        self.out.push(b'(');
+        self.op(Op::Mark);
         // Persistent id of the storage.
-        self.out.push(b'(');
+        self.op(Op::Mark);
         self.str("storage");
         self.global("torch", class);
         self.str(&key);
         self.str("cpu");
         self.int(numel);
-        self.out.extend_from_slice(b"tQ");
+        self.op(Op::Tuple);
+        self.op(Op::BinPersId);
         self.int(0);
         self.tuple(size.iter(), |p, &x| {
             p.int(x);
@@ -185,10 +210,11 @@ impl Pickler {
             p.int(x);
             Ok(())
         })?;
-        self.out.push(0x89);
-        self.global("collections", "OrderedDict");
-        self.out.extend_from_slice(b")R");
-        self.out.extend_from_slice(b"tR");
+        // requires_grad, backward hooks.
+        self.op(Op::NewFalse);
+        self.ordered_dict();
+        self.op(Op::Tuple);
+        self.op(Op::Reduce);
         Ok(())
     }
 }

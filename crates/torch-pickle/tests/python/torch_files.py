@@ -1,4 +1,4 @@
-"""Reference torch.save files for the Rust torch_pickle reader and writer.
+"""Reference torch.save files for the torch-pickle crate's reader and writer.
 
   write DIR   writes DIR/zip.pt and DIR/legacy.pt (the same object, zip and
               legacy containers) and DIR/ref.safetensors holding every tensor

@@ -2,13 +2,64 @@
 //! `torch.save` (zip and legacy) load with identical values, and files
 //! written here load in Python with identical values.
 
-mod checkpoint_util;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
 
-use checkpoint_util::{TempDir, assert_tensor_eq, read_safetensors, run_python};
-use megatron_trainer::checkpoint::torch_pickle::{self, Container, Dict, Object, Value};
 use tch::{Kind, Tensor};
+use tempfile::TempDir;
+use torch_pickle::{Container, Dict, Object, PickleError, Value};
 
-fn check_python_object(path: &std::path::Path, refs: &std::path::Path, want_container: Container) {
+/// A scratch directory removed on drop.
+fn scratch(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("torch-pickle-{tag}-"))
+        .tempdir()
+        .unwrap()
+}
+
+/// Runs `tests/python/torch_files.py args...` with the reference Python
+/// (`$MEGATRON_PYTHON`, set by `scripts/torch-env`: torch and safetensors),
+/// panicking with its output on failure.
+fn run_python(args: &[&str]) -> String {
+    let python = std::env::var("MEGATRON_PYTHON").expect(
+        "MEGATRON_PYTHON is not set: run `eval \"$(scripts/torch-env)\"` before `cargo test`",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/torch_files.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("spawning the reference python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "torch_files.py {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Tensors from a safetensors file by name.
+fn read_safetensors(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+/// Asserts same dtype, shape and bit-identical values.
+fn assert_tensor_eq(name: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.kind(), want.kind(), "{name}: dtype");
+    assert_eq!(got.size(), want.size(), "{name}: shape");
+    assert!(
+        got.equal(want),
+        "{name}: values differ\n got {got}\nwant {want}"
+    );
+}
+
+fn check_python_object(path: &Path, refs: &Path, want_container: Container) {
     let (obj, container) = torch_pickle::load(path).unwrap();
     assert_eq!(container, want_container);
 
@@ -85,19 +136,16 @@ fn check_python_object(path: &std::path::Path, refs: &std::path::Path, want_cont
 
 #[test]
 fn reads_python_zip_and_legacy_files() {
-    let dir = TempDir::new("pickle-read");
-    run_python(
-        "ckpt_torch_files.py",
-        &["write", dir.path().to_str().unwrap()],
-    );
-    let refs = dir.join("ref.safetensors");
-    check_python_object(&dir.join("zip.pt"), &refs, Container::Zip);
-    check_python_object(&dir.join("legacy.pt"), &refs, Container::Legacy);
+    let dir = scratch("read");
+    run_python(&["write", dir.path().to_str().unwrap()]);
+    let refs = dir.path().join("ref.safetensors");
+    check_python_object(&dir.path().join("zip.pt"), &refs, Container::Zip);
+    check_python_object(&dir.path().join("legacy.pt"), &refs, Container::Legacy);
 }
 
 #[test]
 fn writes_files_python_loads_with_weights_only() {
-    let dir = TempDir::new("pickle-write");
+    let dir = scratch("write");
     let base = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).view([4, 6]) / 7.0;
     let tensors: Vec<(&str, Tensor)> = vec![
         (
@@ -153,10 +201,10 @@ fn writes_files_python_loads_with_weights_only() {
     top.insert("flag", Value::Bool(false));
     top.insert("nothing", Value::None);
     top.insert("pair", Value::Tuple(vec![Value::Int(1), Value::Float(0.5)]));
-    let path = dir.join("rust.pt");
+    let path = dir.path().join("rust.pt");
     torch_pickle::save(&path, &Value::Dict(top)).unwrap();
 
-    let expect_path = dir.join("expect.safetensors");
+    let expect_path = dir.path().join("expect.safetensors");
     Tensor::write_safetensors(&expect, &expect_path).unwrap();
     let plain = serde_json::json!({
         "ordered": tensors.iter().map(|(n, _)| (n.to_string(), serde_json::json!("<tensor>"))).collect::<serde_json::Map<_, _>>(),
@@ -164,17 +212,14 @@ fn writes_files_python_loads_with_weights_only() {
         "iteration": 80000, "big": 1u64 << 40, "neg": -70000, "version": 3.0,
         "name": "m\u{e9}gatron", "flag": false, "nothing": null, "pair": [1, 0.5],
     });
-    let json_path = dir.join("expect.json");
+    let json_path = dir.path().join("expect.json");
     std::fs::write(&json_path, plain.to_string()).unwrap();
-    let out = run_python(
-        "ckpt_torch_files.py",
-        &[
-            "check",
-            path.to_str().unwrap(),
-            expect_path.to_str().unwrap(),
-            json_path.to_str().unwrap(),
-        ],
-    );
+    let out = run_python(&[
+        "check",
+        path.to_str().unwrap(),
+        expect_path.to_str().unwrap(),
+        json_path.to_str().unwrap(),
+    ]);
     assert!(out.contains("ok: 13 tensors"), "{out}");
 
     // And the reader reads its own output back.
@@ -191,7 +236,7 @@ fn writes_files_python_loads_with_weights_only() {
 
 #[test]
 fn writes_objects_and_dtype_globals() {
-    let dir = TempDir::new("pickle-object");
+    let dir = scratch("object");
     let mut attrs = Dict::new(false);
     attrs.insert("hidden_size", Value::Int(16));
     attrs.insert("params_dtype", Value::global("torch", "float16"));
@@ -203,7 +248,7 @@ fn writes_objects_and_dtype_globals() {
     }));
     let mut top = Dict::new(false);
     top.insert("args", ns);
-    let path = dir.join("ns.pt");
+    let path = dir.path().join("ns.pt");
     torch_pickle::save(&path, &Value::Dict(top)).unwrap();
     let (back, _) = torch_pickle::load(&path).unwrap();
     let args = back.get("args").unwrap();
@@ -217,15 +262,20 @@ fn writes_objects_and_dtype_globals() {
 
 #[test]
 fn rejects_garbage_with_a_clear_error() {
-    let dir = TempDir::new("pickle-bad");
-    let path = dir.join("bad.pt");
+    let dir = scratch("bad");
+    let path = dir.path().join("bad.pt");
     std::fs::write(&path, b"hello world, not a checkpoint").unwrap();
     let err = torch_pickle::load(&path).unwrap_err();
     assert!(err.is_invalid_input());
     assert!(err.to_string().contains("not a torch.save file"), "{err}");
+    assert!(
+        matches!(err.cause(), PickleError::NotATorchFile(_)),
+        "{err:?}"
+    );
+    assert_eq!(err.path(), Some(path.as_path()));
 
     // A truncated zip checkpoint fails cleanly, never panics.
-    let good = dir.join("good.pt");
+    let good = dir.path().join("good.pt");
     let mut d = Dict::new(false);
     d.insert(
         "w",
@@ -235,5 +285,5 @@ fn rejects_garbage_with_a_clear_error() {
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = torch_pickle::load(&path).unwrap_err();
-    assert!(err.is_invalid_input(), "{err}");
+    assert!(err.is_invalid_input() && !err.is_io(), "{err}");
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-use super::pickler::Pickler;
-use super::storage::tensor_bytes;
-use super::value::Value;
-use crate::checkpoint::error::{CheckpointError, Result};
+use crate::error::{PickleError, Result};
+use crate::pickler::Pickler;
+use crate::storage::tensor_bytes;
+use crate::value::Value;
 
 /// Storage entries start on this boundary, as PyTorch writes them (so
 /// readers can memory-map them).
@@ -23,10 +23,10 @@ const ARCHIVE: &str = "archive";
 /// stored contiguously, one storage each; the file is written to a
 /// temporary name and renamed, so readers never see half a file.
 pub fn save(path: &Path, value: &Value) -> Result<()> {
-    let pickled = Pickler::encode(value).map_err(|m| CheckpointError::invalid(path, m))?;
+    let pickled = Pickler::encode(value).map_err(|e| e.in_file(path, None))?;
     let tmp = path.with_extension("tmp-write");
-    let io = |e: std::io::Error| CheckpointError::io(&tmp, e);
-    let zerr = |e: zip::result::ZipError| CheckpointError::io(&tmp, std::io::Error::other(e));
+    let io = |e: std::io::Error| PickleError::io(&tmp, e);
+    let zerr = |e: zip::result::ZipError| PickleError::io(&tmp, std::io::Error::other(e));
     let file = File::create(&tmp).map_err(io)?;
     let mut zip = ZipWriter::new(BufWriter::with_capacity(1 << 20, file));
     let opts = |size: usize| {
@@ -54,5 +54,5 @@ pub fn save(path: &Path, value: &Value) -> Result<()> {
         .map_err(|e| io(e.into_error()))?
         .sync_all()
         .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| CheckpointError::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| PickleError::io(path, e))
 }
