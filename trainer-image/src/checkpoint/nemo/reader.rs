@@ -15,7 +15,7 @@ use flate2::read::MultiGzDecoder;
 use tch::Tensor;
 use torch_pickle::PickleError;
 
-use super::model_config::{self, NemoTask};
+use super::model_config::{self, NemoTask, Parsed};
 use super::{NemoModel, artifact, keys, shapes};
 use crate::checkpoint::error::{CheckpointError, Result};
 use crate::checkpoint::megatron::{model_entry, qkv, reshard_repad};
@@ -44,23 +44,15 @@ pub fn read_nemo_with(
     tp_rank: i64,
     opts: &ReadOptions,
 ) -> Result<NemoModel> {
-    let invalid = |m: String| CheckpointError::invalid(path, m);
     if target_tp < 1 || tp_rank < 0 || tp_rank >= target_tp {
-        return Err(invalid(format!(
-            "tensor-parallel rank {tp_rank} of size {target_tp} is not a valid rank"
-        )));
+        return Err(CheckpointError::invalid(
+            path,
+            format!("tensor-parallel rank {tp_rank} of size {target_tp} is not a valid rank"),
+        ));
     }
     let scratch = scratch_dir(opts)?;
-    // Extract only this rank's `mp_rank_NN` weights; all of them only if resharding needs them.
-    let mut scan = scan(path, scratch.path(), Some(tp_rank as usize))?;
-    // Weights files by source rank.
-    let mut weight_files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    let (scan, weight_files) = extract(path, scratch.path(), target_tp, tp_rank)?;
     let source_tp = weight_files.len() as i64;
-    if source_tp != target_tp && weight_files.iter().any(|(_, f)| f.as_os_str().is_empty()) {
-        scan = self::scan(path, scratch.path(), None)?;
-        weight_files = self::weight_files(path, &scan.weights, &scan.rank_dirs)?;
-    }
-
     let Described {
         parsed,
         version,
@@ -69,33 +61,102 @@ pub fn read_nemo_with(
         labels,
         do_lower_case,
     } = describe(path, &scan.small)?;
-    let vocab_file = match &vocab {
-        Some(v) => {
-            let p = scratch.path().join("vocab.txt");
-            std::fs::write(&p, &v.bytes).map_err(|e| CheckpointError::io(&p, e))?;
-            Some(p)
-        }
-        None => None,
-    };
-    let heads = config.num_attention_heads;
-    if heads % source_tp != 0 || config.ffn_hidden_size % source_tp != 0 {
-        return Err(invalid(format!(
-            "{source_tp} mp_rank directories do not divide the {heads} attention heads and the \
-             MLP width {}",
-            config.ffn_hidden_size
-        )));
-    }
-
-    // Load the shards this rank needs.
+    let vocab_file = write_vocabulary(scratch.path(), vocab.as_ref())?;
+    check_divisible(path, &config, source_tp)?;
     let wanted: Vec<usize> = if source_tp == target_tp {
         vec![tp_rank as usize]
     } else {
         (0..source_tp as usize).collect()
     };
-    let expected = shapes::encoder_shapes(&config, source_tp);
+    let (shards, ignored) = load_shards(path, &weight_files, &wanted, &config, version)?;
+    // The tensors are in memory now; free the scratch space.
+    for (_, file) in &weight_files {
+        let _ = std::fs::remove_file(file);
+    }
+    let first_member = &weight_files[wanted[0]].0;
+    config.padded_vocab_size = vocabulary_rows(path, first_member, &shards[0], &config, source_tp)?;
+    let head = head_of(path, first_member, &parsed, &shards[0], config.hidden_size)?;
+    let state = reshard(path, shards, &mut config, source_tp, target_tp, tp_rank)?;
+    Ok(NemoModel {
+        path: path.to_path_buf(),
+        task: parsed.task,
+        config,
+        head: head.config,
+        has_head_weights: head.from_weights,
+        state_dict: state,
+        tensor_parallel_size: source_tp,
+        checkpoint_version: version,
+        vocab_file,
+        do_lower_case,
+        labels,
+        pretrained_model_name: parsed.pretrained_model_name,
+        dataset: parsed.dataset,
+        ignored_keys: ignored,
+        scratch,
+    })
+}
+
+/// Extracts the small members and this rank's `mp_rank_NN` weights; all of
+/// them only when resharding needs them. Returns the weights files by source rank.
+fn extract(
+    path: &Path,
+    scratch: &Path,
+    target_tp: i64,
+    tp_rank: i64,
+) -> Result<(Scan, Vec<(String, PathBuf)>)> {
+    let mut scan = scan(path, scratch, Some(tp_rank as usize))?;
+    let mut files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    let source_tp = files.len() as i64;
+    if source_tp != target_tp && files.iter().any(|(_, f)| f.as_os_str().is_empty()) {
+        scan = self::scan(path, scratch, None)?;
+        files = weight_files(path, &scan.weights, &scan.rank_dirs)?;
+    }
+    Ok((scan, files))
+}
+
+/// The archive's vocabulary as a file the tokenizer (and a written .nemo) can use.
+fn write_vocabulary(scratch: &Path, vocab: Option<&Vocab>) -> Result<Option<PathBuf>> {
+    let Some(v) = vocab else {
+        return Ok(None);
+    };
+    let p = scratch.join("vocab.txt");
+    std::fs::write(&p, &v.bytes).map_err(|e| CheckpointError::io(&p, e))?;
+    Ok(Some(p))
+}
+
+/// The heads and the MLP split evenly over the archive's ranks.
+fn check_divisible(path: &Path, config: &BertConfig, source_tp: i64) -> Result<()> {
+    let heads = config.num_attention_heads;
+    if heads % source_tp != 0 || config.ffn_hidden_size % source_tp != 0 {
+        return Err(CheckpointError::invalid(
+            path,
+            format!(
+                "{source_tp} mp_rank directories do not divide the {heads} attention heads and \
+                 the MLP width {}",
+                config.ffn_hidden_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the `wanted` source shards in canonical names (QKV in canonical
+/// order), checking their shapes; also returns the keys that are not encoder
+/// or head parameters.
+fn load_shards(
+    path: &Path,
+    weight_files: &[(String, PathBuf)],
+    wanted: &[usize],
+    config: &BertConfig,
+    version: Option<f64>,
+) -> Result<(Vec<StateDict>, Vec<String>)> {
+    let source_tp = weight_files.len() as i64;
+    let heads = config.num_attention_heads;
+    let expected = shapes::encoder_shapes(config, source_tp);
+    let version = version.unwrap_or(super::NEMO_CHECKPOINT_VERSION);
     let mut shards = Vec::with_capacity(wanted.len());
     let mut ignored = Vec::new();
-    for &r in &wanted {
+    for &r in wanted {
         let (member, file) = &weight_files[r];
         let (value, _) = torch_pickle::load(file).map_err(|e| rename_error(e, path, member))?;
         let mut shard = StateDict::new();
@@ -109,105 +170,126 @@ pub fn read_nemo_with(
                 }
             }
         });
-        check_shard(path, member, &shard, &expected, &config, source_tp)?;
-        let version = version.unwrap_or(super::NEMO_CHECKPOINT_VERSION);
+        check_shard(path, member, &shard, &expected, config, source_tp)?;
         if version < 2.0 {
             let head_dim = config.hidden_size / heads;
             for (name, t) in shard.iter_mut() {
                 if name.contains(".query_key_value.") {
-                    *t = qkv::to_canonical(t, version, heads / source_tp, head_dim)
-                        .map_err(|m| invalid(format!("{member}: {name}: {m}")))?;
+                    *t = qkv::to_canonical(t, version, heads / source_tp, head_dim).map_err(
+                        |m| CheckpointError::invalid(path, format!("{member}: {name}: {m}")),
+                    )?;
                 }
             }
         }
         shards.push(shard);
     }
-    // The tensors are in memory now; free the scratch space.
-    for (_, file) in &weight_files {
-        let _ = std::fs::remove_file(file);
+    Ok((shards, ignored))
+}
+
+/// The padded vocabulary of the archive's embedding (all ranks), which must
+/// hold the vocabulary.
+fn vocabulary_rows(
+    path: &Path,
+    member: &str,
+    shard: &StateDict,
+    config: &BertConfig,
+    source_tp: i64,
+) -> Result<i64> {
+    let rows = shard[WORD_EMBEDDINGS].size()[0] * source_tp;
+    if config.vocab_size > rows {
+        return Err(CheckpointError::invalid(
+            path,
+            format!(
+                "{member}: {WORD_EMBEDDINGS} has {rows} rows in all, fewer than the vocabulary \
+                 ({}); the vocabulary does not belong to these weights",
+                config.vocab_size
+            ),
+        ));
     }
-    let word = "embeddings.word_embeddings.weight";
-    let source_rows = shards[0][word].size()[0] * source_tp;
-    config.padded_vocab_size = source_rows;
-    if config.vocab_size > source_rows {
+    Ok(rows)
+}
+
+/// The task head: as model_config.yaml describes it, checked against the
+/// classifier weights when the archive has them.
+struct Head {
+    config: HeadConfig,
+    from_weights: bool,
+}
+
+fn head_of(
+    path: &Path,
+    member: &str,
+    parsed: &Parsed,
+    shard: &StateDict,
+    hidden_size: i64,
+) -> Result<Head> {
+    let invalid = |m: String| CheckpointError::invalid(path, m);
+    let mut head = parsed.head.clone();
+    let Some((layers, classes)) = shapes::head_from_weights(shard) else {
+        return Ok(Head {
+            config: head,
+            from_weights: false,
+        });
+    };
+    if parsed.task == NemoTask::TextClassification && head.num_classes == 0 {
+        head.num_classes = classes;
+    }
+    if (layers, classes) != (head.num_layers, head.num_classes) {
         return Err(invalid(format!(
-            "{}: {word} has {source_rows} rows in all, fewer than the vocabulary ({}); the vocabulary \
-             does not belong to these weights",
-            weight_files[wanted[0]].0, config.vocab_size
+            "{member}: the classifier weights have {layers} layer(s) and {classes} classes but \
+             model_config.yaml describes {} layer(s) and {} classes",
+            head.num_layers, head.num_classes
         )));
     }
-
-    // Head.
-    let mut head = parsed.head.clone();
-    let from_weights = shapes::head_from_weights(&shards[0]);
-    if let Some((layers, classes)) = from_weights {
-        if parsed.task == NemoTask::TextClassification && head.num_classes == 0 {
-            head.num_classes = classes;
-        }
-        if (layers, classes) != (head.num_layers, head.num_classes) {
-            return Err(invalid(format!(
-                "{}: the classifier weights have {layers} layer(s) and {classes} classes but \
-                 model_config.yaml describes {} layer(s) and {} classes",
-                weight_files[wanted[0]].0, head.num_layers, head.num_classes
-            )));
-        }
-        for (k, want) in shapes::head_shapes(config.hidden_size, &head) {
-            match shards[0].get(&k) {
-                None => {
-                    return Err(invalid(format!(
-                        "{}: {} is missing",
-                        weight_files[wanted[0]].0,
-                        keys::nemo_key(&k).unwrap_or(k.clone())
-                    )));
-                }
-                Some(t) if t.size() != want => {
-                    return Err(invalid(format!(
-                        "{}: {} has shape {:?}, expected {want:?}",
-                        weight_files[wanted[0]].0,
-                        keys::nemo_key(&k).unwrap_or(k.clone()),
-                        t.size()
-                    )));
-                }
-                Some(_) => {}
+    for (k, want) in shapes::head_shapes(hidden_size, &head) {
+        let name = || keys::nemo_key(&k).unwrap_or(k.clone());
+        match shard.get(&k) {
+            None => return Err(invalid(format!("{member}: {} is missing", name()))),
+            Some(t) if t.size() != want => {
+                return Err(invalid(format!(
+                    "{member}: {} has shape {:?}, expected {want:?}",
+                    name(),
+                    t.size()
+                )));
             }
+            Some(_) => {}
         }
     }
-
-    // Reshard when the tensor-parallel size differs.
-    let state = if source_tp == target_tp {
-        shards.pop().expect("one shard")
-    } else {
-        let torch = |e| CheckpointError::torch(format!("{}: resharding", path.display()), e);
-        let model_err = |e: crate::model::ModelError| invalid(format!("resharding: {e}"));
-        let mut full = merge_shards(&shards).map_err(model_err)?;
-        drop(shards);
-        let target_padded = config.padded_vocab_for(target_tp);
-        full.insert(
-            word.into(),
-            reshard_repad(&full[word], target_padded).map_err(torch)?,
-        );
-        config.padded_vocab_size = target_padded;
-        shard_state_dict(&full, target_tp, tp_rank).map_err(model_err)?
-    };
-
-    Ok(NemoModel {
-        path: path.to_path_buf(),
-        task: parsed.task,
-        config,
-        head,
-        has_head_weights: from_weights.is_some(),
-        state_dict: state,
-        tensor_parallel_size: source_tp,
-        checkpoint_version: version,
-        vocab_file,
-        do_lower_case,
-        labels,
-        pretrained_model_name: parsed.pretrained_model_name,
-        dataset: parsed.dataset,
-        ignored_keys: ignored,
-        scratch,
+    Ok(Head {
+        config: head,
+        from_weights: true,
     })
 }
+
+/// This rank's shard at `target_tp` (merged and re-split, the vocabulary
+/// re-padded, when the archive's size differs).
+fn reshard(
+    path: &Path,
+    mut shards: Vec<StateDict>,
+    config: &mut BertConfig,
+    source_tp: i64,
+    target_tp: i64,
+    tp_rank: i64,
+) -> Result<StateDict> {
+    if source_tp == target_tp {
+        return Ok(shards.pop().expect("one shard"));
+    }
+    let torch = |e| CheckpointError::torch(format!("{}: resharding", path.display()), e);
+    let model_err =
+        |e: crate::model::ModelError| CheckpointError::invalid(path, format!("resharding: {e}"));
+    let mut full = merge_shards(&shards).map_err(model_err)?;
+    drop(shards);
+    let target_padded = config.padded_vocab_for(target_tp);
+    full.insert(
+        WORD_EMBEDDINGS.into(),
+        reshard_repad(&full[WORD_EMBEDDINGS], target_padded).map_err(torch)?,
+    );
+    config.padded_vocab_size = target_padded;
+    shard_state_dict(&full, target_tp, tp_rank).map_err(model_err)
+}
+
+/// The word embedding's canonical name.
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 /// A .nemo described without building its model (`inspect`): what the small
 /// members say, parsed as [`read_nemo`] parses them, and rank 0's weights
