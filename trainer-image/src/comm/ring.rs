@@ -82,6 +82,74 @@ enum Recv {
     Reduce,
 }
 
+/// How far one collective has got on each side of the ring.
+struct Cursor {
+    /// Header bytes written to the next rank.
+    hdr_sent: usize,
+    /// Header bytes read from the previous rank.
+    hdr_got: usize,
+    /// The chunk being written and the bytes of it written.
+    send_idx: usize,
+    send_off: usize,
+    /// The chunk being read and the bytes of it read.
+    recv_idx: usize,
+    recv_off: usize,
+    /// The previous rank's header.
+    in_header: [u8; HEADER_BYTES],
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self {
+            hdr_sent: 0,
+            hdr_got: 0,
+            send_idx: 0,
+            send_off: 0,
+            recv_idx: 0,
+            recv_off: 0,
+            in_header: [0; HEADER_BYTES],
+        }
+    }
+}
+
+impl Cursor {
+    /// The next chunk to send exists and is ready: within the plan's lead of
+    /// what has been received (a reduced chunk is sent on after it arrived).
+    fn send_ready(&self, plan: &Plan) -> bool {
+        self.send_idx < plan.send.len()
+            && (self.send_idx < plan.lead || self.recv_idx > self.send_idx - plan.lead)
+    }
+
+    fn wants_send(&self, plan: &Plan) -> bool {
+        self.hdr_sent < HEADER_BYTES || self.send_ready(plan)
+    }
+
+    fn wants_recv(&self, plan: &Plan) -> bool {
+        self.hdr_got < HEADER_BYTES || self.recv_idx < plan.recv.len()
+    }
+
+    /// Counts `k` bytes written (the header first, then the current chunk).
+    fn sent(&mut self, k: usize, plan: &Plan) {
+        if self.hdr_sent < HEADER_BYTES {
+            self.hdr_sent += k;
+        } else {
+            self.send_off += k;
+            if self.send_off == plan.send[self.send_idx].len() {
+                self.send_idx += 1;
+                self.send_off = 0;
+            }
+        }
+    }
+}
+
+/// Where received bytes go: the collective's buffer, or the scratch space a
+/// reduced chunk arrives in before it is added to the buffer.
+struct Target<'a> {
+    buf: &'a mut [u8],
+    scratch: &'a mut [u8],
+    kind: Kind,
+}
+
 /// Byte ranges to send to the next rank and receive from the previous one,
 /// in stream order. Send item `j >= lead` carries the bytes produced by
 /// receive item `j - lead`, so it waits for that item.
@@ -415,6 +483,9 @@ impl Ring {
         result
     }
 
+    /// Moves one collective's bytes around the ring: writes what the socket
+    /// takes, reads what has arrived (reducing into `buf` where the plan says),
+    /// and polls when neither moved, until the plan is done or the deadline passes.
     fn transfer(
         &self,
         io: &mut RingIo,
@@ -425,14 +496,9 @@ impl Ring {
         plan: &Plan,
     ) -> Result<(), CommError> {
         let op_name = format!("{} #{} in group {}", op.name(), header.seq, self.group);
-        let n = self.size;
-        let (next, prev) = ((self.rank + 1) % n, (self.rank + n - 1) % n);
         let deadline = Instant::now() + self.timeout;
         let out_header = header.encode();
-        let mut in_header = [0u8; HEADER_BYTES];
-        let (mut hdr_sent, mut hdr_got) = (0usize, 0usize);
-        let (mut send_idx, mut send_off) = (0usize, 0usize);
-        let (mut recv_idx, mut recv_off) = (0usize, 0usize);
+        let mut cursor = Cursor::default();
         let RingIo {
             next: next_conn,
             prev: prev_conn,
@@ -443,151 +509,197 @@ impl Ring {
         let scratch: &mut [u8] = unsafe {
             std::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast::<u8>(), scratch.len() * 8)
         };
-        let peer_err = |peer: usize, source: io::Error| {
-            let (peer_rank, peer_addr) = self.peer(peer);
-            CommError::Peer {
-                op: op_name.clone(),
-                peer_rank,
-                peer_addr,
-                source,
-            }
-        };
         loop {
-            let send_ready = |send_idx: usize, recv_idx: usize| {
-                send_idx < plan.send.len()
-                    && (send_idx < plan.lead || recv_idx > send_idx - plan.lead)
-            };
-            let mut progress = false;
-            // Write as much as the socket takes.
-            loop {
-                let data: &[u8] = if hdr_sent < HEADER_BYTES {
-                    &out_header[hdr_sent..]
-                } else if send_ready(send_idx, recv_idx) {
-                    &buf[plan.send[send_idx].clone()][send_off..]
-                } else {
-                    break;
-                };
-                match next_conn.write(data) {
-                    Ok(0) => return Err(peer_err(next, io::ErrorKind::WriteZero.into())),
-                    Ok(k) => {
-                        progress = true;
-                        if hdr_sent < HEADER_BYTES {
-                            hdr_sent += k;
-                        } else {
-                            send_off += k;
-                            if send_off == plan.send[send_idx].len() {
-                                send_idx += 1;
-                                send_off = 0;
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(peer_err(next, e)),
-                }
-            }
-            // Read whatever has arrived.
-            loop {
-                let target: &mut [u8] = if hdr_got < HEADER_BYTES {
-                    &mut in_header[hdr_got..]
-                } else if recv_idx < plan.recv.len() {
-                    let (range, mode) = &plan.recv[recv_idx];
-                    match mode {
-                        Recv::Copy => &mut buf[range.clone()][recv_off..],
-                        Recv::Reduce => &mut scratch[recv_off..range.len()],
-                    }
-                } else {
-                    break;
-                };
-                match prev_conn.read(target) {
-                    Ok(0) => {
-                        return Err(peer_err(
-                            prev,
-                            io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the rank closed the connection (it exited, failed, \
-                                 or saw a failure further along the ring)",
-                            ),
-                        ));
-                    }
-                    Ok(k) => {
-                        progress = true;
-                        if hdr_got < HEADER_BYTES {
-                            hdr_got += k;
-                            if hdr_got == HEADER_BYTES {
-                                self.check_header(&op_name, header, &in_header, prev)?;
-                            }
-                        } else {
-                            recv_off += k;
-                            let (range, mode) = &plan.recv[recv_idx];
-                            if recv_off == range.len() {
-                                if *mode == Recv::Reduce {
-                                    add_into(
-                                        kind,
-                                        &mut buf[range.clone()],
-                                        &scratch[..range.len()],
-                                    );
-                                }
-                                recv_idx += 1;
-                                recv_off = 0;
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(peer_err(prev, e)),
-                }
-            }
-            let want_send = hdr_sent < HEADER_BYTES || send_ready(send_idx, recv_idx);
-            let want_recv = hdr_got < HEADER_BYTES || recv_idx < plan.recv.len();
+            let sent =
+                self.write_ready(next_conn, &op_name, &out_header, buf, plan, &mut cursor)?;
+            let got = self.read_arrived(
+                prev_conn,
+                &op_name,
+                header,
+                Target { buf, scratch, kind },
+                plan,
+                &mut cursor,
+            )?;
+            let (want_send, want_recv) = (cursor.wants_send(plan), cursor.wants_recv(plan));
             if !want_send && !want_recv {
-                debug_assert_eq!(send_idx, plan.send.len());
+                debug_assert_eq!(cursor.send_idx, plan.send.len());
                 return Ok(());
             }
-            if progress {
+            if sent || got {
                 continue;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                // Name the rank we were waiting for: the sender if data is due, else the receiver.
-                let peer = if want_recv { prev } else { next };
-                let (peer_rank, peer_addr) = self.peer(peer);
-                return Err(CommError::Timeout {
-                    op: op_name,
-                    peer_rank,
-                    peer_addr,
-                    after: self.timeout,
-                    hint: Some(
-                        "the rank stopped answering: it may have crashed, hung, or be running a \
-                         different collective; check its logs (MEGATRON_COMM_TIMEOUT_SECS sets the limit)"
-                            .into(),
-                    ),
+            self.wait(
+                &op_name,
+                deadline,
+                (next_conn.as_raw_fd(), want_send),
+                (prev_conn.as_raw_fd(), want_recv),
+            )?;
+        }
+    }
+
+    /// Writes as much as the next rank's socket takes: the header, then the
+    /// plan's chunks as far as they are ready. True when anything was written.
+    fn write_ready(
+        &self,
+        conn: &mut TcpStream,
+        op_name: &str,
+        out_header: &[u8; HEADER_BYTES],
+        buf: &[u8],
+        plan: &Plan,
+        c: &mut Cursor,
+    ) -> Result<bool, CommError> {
+        let next = (self.rank + 1) % self.size;
+        let mut progress = false;
+        loop {
+            let data: &[u8] = if c.hdr_sent < HEADER_BYTES {
+                &out_header[c.hdr_sent..]
+            } else if c.send_ready(plan) {
+                &buf[plan.send[c.send_idx].clone()][c.send_off..]
+            } else {
+                return Ok(progress);
+            };
+            match conn.write(data) {
+                Ok(0) => {
+                    return Err(self.peer_error(op_name, next, io::ErrorKind::WriteZero.into()));
+                }
+                Ok(k) => {
+                    progress = true;
+                    c.sent(k, plan);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.peer_error(op_name, next, e)),
+            }
+        }
+    }
+
+    /// Reads whatever the previous rank has sent: the header (checked), then
+    /// the plan's chunks, copied or reduced into `buf`. True when anything arrived.
+    fn read_arrived(
+        &self,
+        conn: &mut TcpStream,
+        op_name: &str,
+        header: &Header,
+        target: Target<'_>,
+        plan: &Plan,
+        c: &mut Cursor,
+    ) -> Result<bool, CommError> {
+        let prev = (self.rank + self.size - 1) % self.size;
+        let Target { buf, scratch, kind } = target;
+        let mut progress = false;
+        loop {
+            let into: &mut [u8] = if c.hdr_got < HEADER_BYTES {
+                &mut c.in_header[c.hdr_got..]
+            } else if c.recv_idx < plan.recv.len() {
+                let (range, mode) = &plan.recv[c.recv_idx];
+                match mode {
+                    Recv::Copy => &mut buf[range.clone()][c.recv_off..],
+                    Recv::Reduce => &mut scratch[c.recv_off..range.len()],
+                }
+            } else {
+                return Ok(progress);
+            };
+            match conn.read(into) {
+                Ok(0) => {
+                    let closed = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the rank closed the connection (it exited, failed, \
+                         or saw a failure further along the ring)",
+                    );
+                    return Err(self.peer_error(op_name, prev, closed));
+                }
+                Ok(k) if c.hdr_got < HEADER_BYTES => {
+                    progress = true;
+                    c.hdr_got += k;
+                    if c.hdr_got == HEADER_BYTES {
+                        self.check_header(op_name, header, &c.in_header, prev)?;
+                    }
+                }
+                Ok(k) => {
+                    progress = true;
+                    c.recv_off += k;
+                    let (range, mode) = &plan.recv[c.recv_idx];
+                    if c.recv_off == range.len() {
+                        if *mode == Recv::Reduce {
+                            add_into(kind, &mut buf[range.clone()], &scratch[..range.len()]);
+                        }
+                        c.recv_idx += 1;
+                        c.recv_off = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.peer_error(op_name, prev, e)),
+            }
+        }
+    }
+
+    /// Polls the two sockets for what is wanted (at most a second at a time);
+    /// past the deadline, names the rank waited for: the sender if data is
+    /// due, else the receiver.
+    fn wait(
+        &self,
+        op_name: &str,
+        deadline: Instant,
+        (next_fd, want_send): (std::os::fd::RawFd, bool),
+        (prev_fd, want_recv): (std::os::fd::RawFd, bool),
+    ) -> Result<(), CommError> {
+        let now = Instant::now();
+        if now >= deadline {
+            let n = self.size;
+            let peer = if want_recv {
+                (self.rank + n - 1) % n
+            } else {
+                (self.rank + 1) % n
+            };
+            let (peer_rank, peer_addr) = self.peer(peer);
+            return Err(CommError::Timeout {
+                op: op_name.to_owned(),
+                peer_rank,
+                peer_addr,
+                after: self.timeout,
+                hint: Some(
+                    "the rank stopped answering: it may have crashed, hung, or be running a \
+                     different collective; check its logs (MEGATRON_COMM_TIMEOUT_SECS sets the limit)"
+                        .into(),
+                ),
+            });
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: next_fd,
+                events: if want_send { libc::POLLOUT } else { 0 },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: prev_fd,
+                events: if want_recv { libc::POLLIN } else { 0 },
+                revents: 0,
+            },
+        ];
+        let wait_ms = (deadline - now).as_millis().clamp(1, 1000) as libc::c_int;
+        // SAFETY: `fds` is a valid array of two pollfd structs for the call's duration.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(CommError::Io {
+                    context: format!("{op_name}: poll"),
+                    source: e,
                 });
             }
-            let mut fds = [
-                libc::pollfd {
-                    fd: next_conn.as_raw_fd(),
-                    events: if want_send { libc::POLLOUT } else { 0 },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: prev_conn.as_raw_fd(),
-                    events: if want_recv { libc::POLLIN } else { 0 },
-                    revents: 0,
-                },
-            ];
-            let wait_ms = (deadline - now).as_millis().clamp(1, 1000) as libc::c_int;
-            // SAFETY: `fds` is a valid array of two pollfd structs for the call's duration.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(CommError::Io {
-                        context: format!("{op_name}: poll"),
-                        source: e,
-                    });
-                }
-            }
+        }
+        Ok(())
+    }
+
+    /// A socket error on the connection to ring position `peer`.
+    fn peer_error(&self, op_name: &str, peer: usize, source: io::Error) -> CommError {
+        let (peer_rank, peer_addr) = self.peer(peer);
+        CommError::Peer {
+            op: op_name.to_owned(),
+            peer_rank,
+            peer_addr,
+            source,
         }
     }
 
