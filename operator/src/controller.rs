@@ -238,6 +238,29 @@ impl Operator {
     }
 }
 
+/// A namespaced kind the operator caches.
+trait Cached:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The child, pod and node caches. Each runs in its own task (so it is complete before the
 /// first reconcile) and sends the job each change concerns to the controller.
 struct Caches {
@@ -266,16 +289,7 @@ impl Caches {
     }
 
     /// A cache of the operator's children of kind `K`, each triggering its owner job.
-    fn managed<K>(&mut self) -> Store<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn managed<K: Cached>(&mut self) -> Store<K> {
         self.cache(
             watcher::Config::default().labels(MANAGED_SELECTOR),
             owner_job,
@@ -313,20 +327,11 @@ impl Caches {
     }
 
     /// Starts a cache of `K` whose changes trigger the jobs `jobs_of` names.
-    fn cache<K>(
+    fn cache<K: Cached>(
         &mut self,
         config: watcher::Config,
         jobs_of: fn(&K) -> Vec<ObjectRef<MegatronFineTune>>,
-    ) -> Store<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    ) -> Store<K> {
         let api = watched(&self.client, self.namespace.as_deref());
         let (reader, writer) = reflector::store();
         let trigger = self.trigger.clone();

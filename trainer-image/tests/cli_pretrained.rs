@@ -43,23 +43,28 @@ fn tiny_config() -> BertConfig {
     c
 }
 
-#[test]
-fn megatron_checkpoint_is_loaded_and_resharded() {
-    let dir = temp_dir("pretrained");
-    let config = tiny_config();
-    tch::manual_seed(77);
+/// The encoder of a freshly initialised tiny model (seeded), without its head.
+fn tiny_encoder(config: &BertConfig, seed: i64) -> StateDict {
+    tch::manual_seed(seed);
     let model = BertTaskModel::new(
-        &config,
+        config,
         &HeadConfig::sequence_classification(5),
         &TpGroup::single(),
         tch::Device::Cpu,
     )
     .unwrap();
-    let encoder: StateDict = model
+    model
         .state_dict()
         .into_iter()
         .filter(|(k, _)| !k.starts_with("classifier."))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn megatron_checkpoint_is_loaded_and_resharded() {
+    let dir = temp_dir("pretrained");
+    let config = tiny_config();
+    let encoder = tiny_encoder(&config, 77);
     let root = dir.join("megatron");
     save(
         &root,
@@ -198,19 +203,7 @@ fn ngc_tree(dir: &Path) -> (PathBuf, String) {
 fn ngc_tree_for(dir: &Path, name: PretrainedModel) -> (PathBuf, String) {
     let published = name.published_files().unwrap();
     let config = tiny_config();
-    tch::manual_seed(5);
-    let model = BertTaskModel::new(
-        &config,
-        &HeadConfig::sequence_classification(5),
-        &TpGroup::single(),
-        tch::Device::Cpu,
-    )
-    .unwrap();
-    let encoder: StateDict = model
-        .state_dict()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("classifier."))
-        .collect();
+    let encoder = tiny_encoder(&config, 5);
     let saved = dir.join("saved");
     save(
         &saved,
