@@ -33,6 +33,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase as written in status (and in `kubectl get` and Events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Restarting => "Restarting",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Suspended => "Suspended",
+        }
+    }
+
     /// Succeeded or Failed.
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed)
@@ -41,6 +53,8 @@ impl Phase {
 
 /// Condition types (status "True"/"False"/"Unknown", kstatus-compatible).
 pub mod condition_types {
+    /// kstatus: the job is doing what it should (Running or Succeeded).
+    pub const READY: &str = "Ready";
     /// All pods are scheduled and every rank joined the process group.
     pub const RUNNING: &str = "Running";
     /// The job finished successfully (terminal).
@@ -55,6 +69,14 @@ pub mod condition_types {
     pub const STALLED: &str = "Stalled";
     /// The pretrained weights are resolved (False with reason Fetching while they download).
     pub const MODEL_READY: &str = "ModelReady";
+}
+
+/// Reasons of the ModelReady condition.
+pub mod model_reasons {
+    /// The weights are downloading (the message says bytes, rate and ETA).
+    pub const FETCHING: &str = "Fetching";
+    /// The weights are local and verified (the message names the source).
+    pub const RESOLVED: &str = "Resolved";
 }
 
 /// Observed state of a MegatronFineTune.

@@ -544,7 +544,7 @@ async fn a_published_name_comes_from_the_mirror_then_from_the_shared_cache() -> 
     let ready = first
         .conditions
         .iter()
-        .find(|c| c.type_ == "ModelReady")
+        .find(|c| c.type_ == crds::status::condition_types::MODEL_READY)
         .context("ModelReady condition")?;
     assert_eq!(ready.status, "True", "{ready:?}");
 

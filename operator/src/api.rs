@@ -15,7 +15,7 @@ use crate::{
     error::Result,
     job::{InvalidSpec, JobView},
     lifecycle::model::{
-        Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult, phase_str,
+        Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult,
     },
 };
 
@@ -167,7 +167,7 @@ pub fn status_apply(job: &MegatronFineTune, status: &OwnedStatus) -> Value {
             fields.insert(key.to_owned(), value);
         }
     };
-    put("phase", status.phase.map(|p| json!(phase_str(p))));
+    put("phase", status.phase.map(|p| json!(p.as_str())));
     put(
         "countedRestarts",
         (status.counted_restarts > 0).then(|| json!(status.counted_restarts)),
@@ -211,7 +211,7 @@ pub fn phase_name(job: &MegatronFineTune) -> &'static str {
     job.status
         .as_ref()
         .and_then(|s| s.phase)
-        .map_or("None", phase_str)
+        .map_or("None", crds::Phase::as_str)
 }
 
 /// The CRD as YAML (what `megatron-operator crd` prints), identical to `crdgen`'s output.

@@ -28,7 +28,6 @@ use crate::{
     lifecycle::{
         decide::{Decision, Inputs, decide},
         gang,
-        model::phase_str,
     },
     metrics::Metrics,
     stores::Stores,
@@ -211,7 +210,7 @@ async fn publish(ctx: &Context, job: &MegatronFineTune, decision: &Decision) {
         action: decision
             .status
             .phase
-            .map_or("Pending", phase_str)
+            .map_or("Pending", crds::Phase::as_str)
             .to_owned(),
         secondary: None,
     };

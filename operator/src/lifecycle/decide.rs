@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use crds::status::{condition_types, model_reasons};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
     gang::{GangObservation, StalePod},
-    model::{Condition, OwnedStatus, Phase, RunPolicy, TrainerReport, phase_str},
+    model::{Condition, OwnedStatus, Phase, RunPolicy, TrainerReport},
 };
 
 /// Everything a decision reads.
@@ -152,8 +153,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 step.at(expires);
             }
         }
-        let terminal = inputs.status.condition(phase_str(phase));
-        step.reason = terminal.map_or_else(|| phase_str(phase).to_owned(), |c| c.reason.clone());
+        let terminal = inputs.status.condition(phase.as_str());
+        step.reason = terminal.map_or_else(|| phase.as_str().to_owned(), |c| c.reason.clone());
         step.message = terminal.map(|c| c.message.clone()).unwrap_or_default();
         step.status.ready_pods = Some(0);
         return conclude(step, before, Vec::new(), delete_job);
@@ -287,7 +288,7 @@ fn run(step: &mut Step<'_>) {
         ),
         Phase::Restarting => step
             .status
-            .condition("Reconciling")
+            .condition(condition_types::RECONCILING)
             .filter(|c| c.status)
             .map(|c| (c.reason.clone(), c.message.clone()))
             .unwrap_or_else(|| {
@@ -318,7 +319,7 @@ fn conclude(
     let inputs = step.inputs;
     let phase = step.status.phase.unwrap_or(Phase::Pending);
     if step.reason.is_empty() {
-        step.reason = phase_str(phase).to_owned();
+        step.reason = phase.as_str().to_owned();
     }
     step.status.conditions = conditions(
         &inputs.status.conditions,
@@ -330,7 +331,7 @@ fn conclude(
     let transition = (step.restarted.is_some() || before != Some(phase)).then(|| Transition {
         reason: step.reason.clone(),
         message: if step.message.is_empty() {
-            phase_str(phase).to_owned()
+            phase.as_str().to_owned()
         } else {
             step.message.clone()
         },
@@ -366,19 +367,19 @@ fn conditions(
     message: &str,
     inputs: &Inputs<'_>,
 ) -> Vec<Condition> {
-    let name = phase_str(phase);
+    let name = phase.as_str();
     let active = (reason, message);
     let quiet = (name, "");
     let is = |p: Phase| phase == p;
     // (type, status, (reason, message))
     let mut wanted = vec![
         (
-            "Ready",
+            condition_types::READY,
             is(Phase::Running) || is(Phase::Succeeded),
             if is(Phase::Running) { quiet } else { active },
         ),
         (
-            "Reconciling",
+            condition_types::RECONCILING,
             is(Phase::Pending) || is(Phase::Restarting),
             if is(Phase::Pending) || is(Phase::Restarting) {
                 active
@@ -387,30 +388,35 @@ fn conditions(
             },
         ),
         (
-            "Stalled",
+            condition_types::STALLED,
             is(Phase::Failed),
             if is(Phase::Failed) { active } else { quiet },
         ),
         (
-            "Running",
+            condition_types::RUNNING,
             is(Phase::Running),
             if is(Phase::Running) { active } else { quiet },
         ),
         (
-            "Suspended",
+            condition_types::SUSPENDED,
             is(Phase::Suspended),
             if is(Phase::Suspended) { active } else { quiet },
         ),
     ];
     if is(Phase::Succeeded) {
-        wanted.push(("Succeeded", true, active));
+        wanted.push((condition_types::SUCCEEDED, true, active));
     }
     if is(Phase::Failed) {
-        wanted.push(("Failed", true, active));
+        wanted.push((condition_types::FAILED, true, active));
     }
     if let Some(model) = &inputs.trainer.model {
-        let reason = if model.ready { "Resolved" } else { "Fetching" };
-        wanted.push(("ModelReady", model.ready, (reason, model.message.as_str())));
+        let reason = if model.ready {
+            model_reasons::RESOLVED
+        } else {
+            model_reasons::FETCHING
+        };
+        let message = model.message.as_str();
+        wanted.push((condition_types::MODEL_READY, model.ready, (reason, message)));
     }
     wanted
         .into_iter()

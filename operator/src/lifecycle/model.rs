@@ -3,21 +3,10 @@
 
 use std::time::Duration;
 
+use crds::status::condition_types;
 use k8s_openapi::jiff::Timestamp;
 
 pub use crds::Phase;
-
-/// The phase's name as written to the API.
-pub fn phase_str(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Running => "Running",
-        Phase::Restarting => "Restarting",
-        Phase::Succeeded => "Succeeded",
-        Phase::Failed => "Failed",
-        Phase::Suspended => "Suspended",
-    }
-}
 
 /// A status condition (kstatus-compatible `Ready`, `Reconciling`, `Stalled`, plus `Running`,
 /// `Suspended` and the terminal `Succeeded`/`Failed`).
@@ -73,7 +62,7 @@ impl OwnedStatus {
 
     /// Since when the gang has been Running (condition Running=True).
     pub fn running_since(&self) -> Option<Timestamp> {
-        self.condition("Running")
+        self.condition(condition_types::RUNNING)
             .filter(|c| c.status)
             .map(|c| c.last_transition_time)
     }
