@@ -28,7 +28,8 @@ use kube::{
 };
 use object_store::{ObjectStore, ObjectStoreExt, path::Path as Key};
 use operator_common::{
-    RunningOperator, install_crd, job_phase, merge, s3_secret_and_store, seed_inputs, wait,
+    RunningOperator, install_crd, job_phase, merge, s3_secret_and_store, seed_inputs,
+    tiny_example_job, wait,
 };
 use serde_json::{Value, json};
 
@@ -110,19 +111,9 @@ impl Run {
 
     /// examples/tiny-cpu-squad.yaml pointed at this run's inputs and node, `patch` merged over.
     async fn create(&self, name: &str, patch: Value) -> Result<MegatronFineTune> {
-        let example =
-            std::fs::read_to_string(e2e::workspace_root().join("examples/tiny-cpu-squad.yaml"))?;
-        let mut job: Value =
-            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&example)?)?;
-        job["metadata"] = json!({ "name": name, "namespace": self.ns.name });
-        let p = &self.prefix;
+        let endpoint = self.cluster.env.s3_endpoint()?;
+        let mut job = tiny_example_job(name, &self.ns.name, BUCKET, &self.prefix, endpoint)?;
         let spec = &mut job["spec"];
-        spec["model"]["checkpoint"]["location"] = json!(format!("s3://{BUCKET}/{p}/tiny-bert/"));
-        spec["data"]["train"] = json!(format!("s3://{BUCKET}/{p}/squad-tiny/train.json"));
-        spec["data"]["validation"] = json!(format!("s3://{BUCKET}/{p}/squad-tiny/dev.json"));
-        spec["storage"]["endpoint"] = json!(self.cluster.env.s3_endpoint()?);
-        spec["storage"]["bucket"] = json!(BUCKET);
-        spec["storage"]["prefix"] = json!(format!("{p}/runs"));
         spec["pod"]["nodeSelector"] = json!({ "kubernetes.io/hostname": self.kubelet.node });
         spec["pod"]["tolerations"] = json!([
             { "key": PROCESS_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }

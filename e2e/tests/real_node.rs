@@ -22,7 +22,9 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams},
 };
 use object_store::{ObjectStore, ObjectStoreExt, path::Path as Key};
-use operator_common::{install_crd, job_phase, merge, s3_secret_and_store, seed_inputs, wait};
+use operator_common::{
+    install_crd, job_phase, merge, s3_secret_and_store, seed_inputs, tiny_example_job, wait,
+};
 use serde_json::{Value, json};
 
 const BUCKET: &str = "megatron-e2e";
@@ -73,26 +75,12 @@ impl NodeRun {
     /// examples/tiny-cpu-squad.yaml on this run's inputs, one rank per pod (each rank its own
     /// container), small CPU requests so several tests' gangs fit the node; `patch` on top.
     async fn create(&self, name: &str, patch: Value) -> Result<MegatronFineTune> {
-        let example =
-            std::fs::read_to_string(e2e::workspace_root().join("examples/tiny-cpu-squad.yaml"))?;
-        let mut job: Value =
-            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&example)?)?;
-        job["metadata"] = json!({ "name": name, "namespace": self.ns.name });
-        let p = &self.ns.name;
+        let endpoint = self.cluster.env.s3_endpoint()?;
+        let mut job = tiny_example_job(name, &self.ns.name, BUCKET, &self.ns.name, endpoint)?;
         merge(
             &mut job["spec"],
             json!({
-                "model": { "checkpoint": { "location": format!("s3://{BUCKET}/{p}/tiny-bert/") } },
-                "data": {
-                    "train": format!("s3://{BUCKET}/{p}/squad-tiny/train.json"),
-                    "validation": format!("s3://{BUCKET}/{p}/squad-tiny/dev.json"),
-                },
                 "training": { "maxSteps": 40, "validationIntervalSteps": 20 },
-                "storage": {
-                    "endpoint": self.cluster.env.s3_endpoint()?,
-                    "bucket": BUCKET,
-                    "prefix": format!("{p}/runs"),
-                },
                 "parallelism": { "ranksPerPod": 1 },
                 // One CPU per rank at most: one libtorch thread each, so that several tests'
                 // gangs on the 2-core node do not spin-wait against each other.

@@ -319,6 +319,35 @@ pub fn spec(node: &str, patch: Value) -> Value {
     base
 }
 
+/// examples/tiny-cpu-squad.yaml as job `name` in `namespace`, reading the inputs
+/// [`seed_inputs`] put under `bucket`/`prefix` and writing under `<prefix>/runs` on the S3
+/// server at `endpoint`.
+pub fn tiny_example_job(
+    name: &str,
+    namespace: &str,
+    bucket: &str,
+    prefix: &str,
+    endpoint: &str,
+) -> Result<Value> {
+    let example =
+        std::fs::read_to_string(e2e::workspace_root().join("examples/tiny-cpu-squad.yaml"))?;
+    let mut job: Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&example)?)?;
+    job["metadata"] = json!({ "name": name, "namespace": namespace });
+    merge(
+        &mut job["spec"],
+        json!({
+            "model": { "checkpoint": { "location": format!("s3://{bucket}/{prefix}/tiny-bert/") } },
+            "data": {
+                "train": format!("s3://{bucket}/{prefix}/squad-tiny/train.json"),
+                "validation": format!("s3://{bucket}/{prefix}/squad-tiny/dev.json"),
+            },
+            "storage": { "endpoint": endpoint, "bucket": bucket, "prefix": format!("{prefix}/runs") },
+        }),
+    );
+    Ok(job)
+}
+
 /// JSON merge of `patch` over `base` (objects merge key by key; anything else replaces).
 pub fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {

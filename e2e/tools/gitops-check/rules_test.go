@@ -31,10 +31,10 @@ load 1m
   megatron_operator_jobs{phase="Failed", pod="op-0"} _x20 1x40
   megatron_operator_gang_restarts_total{reason="RankFailed", pod="op-0"} 0x10 1x50
   megatron_operator_gang_restarts_total{reason="Hung", pod="op-0"} 0x30 1x30
-  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="10.0.0.1:9400"} 0x15
-  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="10.0.0.2:9400"} _x15 1x15
-  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="10.0.0.3:9400"} _x30 2x30
-  megatron_trainer_attempt{namespace="ml", pod="other-0", instance="10.0.0.4:9400"} _x30 1x30
+  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="198.18.16.1:9400"} 0x15
+  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="198.18.16.2:9400"} _x15 1x15
+  megatron_trainer_attempt{namespace="ml", pod="squad-0", instance="198.18.16.3:9400"} _x30 2x30
+  megatron_trainer_attempt{namespace="ml", pod="other-0", instance="198.18.16.4:9400"} _x30 1x30
   megatron_trainer_last_step_timestamp_seconds{namespace="ml", pod="squad-0"} 0+60x10 600x50
   megatron_trainer_step{namespace="ml", pod="squad-0"} 0+10x10 100x50
   megatron_trainer_total_steps{namespace="ml", pod="squad-0"} 500x60
