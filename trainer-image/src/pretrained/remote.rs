@@ -64,7 +64,7 @@ impl Remote {
     pub fn uri(&self, path: &str) -> String {
         match self {
             Self::Http { base, .. } => format!("{base}{path}"),
-            Self::Store { store } => store.describe(path),
+            Self::Store { store } => store.uri(path),
         }
     }
 

@@ -108,7 +108,7 @@ pub async fn resolve(
     let cache = sources
         .shared_cache
         .as_ref()
-        .map(|store| store.describe(&published.cache_dir()));
+        .map(|store| store.uri(&published.cache_dir()));
 
     if let Some(resolved) = local_copy(&dir, published, cache.clone())? {
         return Ok(resolved);
@@ -351,7 +351,7 @@ async fn publish_to_cache(
     .await;
     match result {
         Ok(()) => tracing::info!(
-            entry = store.describe(&prefix),
+            entry = store.uri(&prefix),
             "weights written to the shared cache"
         ),
         Err(e) => {

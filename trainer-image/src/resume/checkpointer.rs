@@ -171,7 +171,7 @@ impl Checkpointer {
 
     /// The URI of set `set` (`s3://bucket/prefix/step-…` or a local path).
     pub fn set_uri(&self, set: &str) -> crds::Uri {
-        crds::Uri::new(naming::store_uri(&self.store, set))
+        crds::Uri::new(self.store.uri(set))
     }
 
     /// Saves the checkpoint `request` asks for; every rank calls it at the

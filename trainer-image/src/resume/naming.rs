@@ -2,7 +2,6 @@
 //! manager lays them out: `mp_rank_NN/<name>-last.ckpt` and top-k files
 //! `mp_rank_NN/<name>--val_loss=0.35-epoch=0.ckpt`.
 
-use crate::storage::Store;
 use crate::train::{TrainError, TrainResult};
 
 /// `mp_rank_00` for tensor-parallel rank 0.
@@ -48,17 +47,6 @@ pub fn check_name(name: &str) -> TrainResult<()> {
             "checkpoint name '{name}' must be 1-100 characters of a-z, A-Z, 0-9, '_', '-', '.' \
              and not start with '.' (e.g. megatron_bert)"
         )))
-    }
-}
-
-/// `s3://bucket/prefix/key` or a local path.
-pub fn store_uri(store: &Store, key: &str) -> String {
-    let d = store.describe(key);
-    match store.s3_config() {
-        Some(_) => d
-            .split_once(" at ")
-            .map_or(d.clone(), |(u, _)| u.to_string()),
-        None => d,
     }
 }
 

@@ -13,7 +13,6 @@ use super::best::TopK;
 use super::checkpointer::Checkpointer;
 use super::digest::file_digest;
 use super::metadata::SetMetadata;
-use super::naming::store_uri;
 use super::{contents, errors};
 use crate::model::BertTaskModel;
 use crate::storage::{CheckpointSets, CommittedSet, Location, MANIFEST_NAME, StorageError, Store};
@@ -224,7 +223,7 @@ impl Checkpointer {
             let uri = if source == ResumeSource::Own {
                 self.set_uri(&set.name)
             } else {
-                crds::Uri::new(store_uri(store, &set.name))
+                crds::Uri::new(store.uri(&set.name))
             };
             let point = ResumePoint {
                 step: set.manifest.step,

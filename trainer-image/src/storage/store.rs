@@ -123,6 +123,18 @@ impl Store {
         }
     }
 
+    /// The location of `key` as a URI for status and artifacts: `s3://bucket/prefix/key`
+    /// (without the endpoint [`Store::describe`] adds for messages), or a local path.
+    pub fn uri(&self, key: &str) -> String {
+        let d = self.describe(key);
+        match self.s3_config() {
+            Some(_) => d
+                .split_once(" at ")
+                .map_or(d.clone(), |(u, _)| u.to_string()),
+            None => d,
+        }
+    }
+
     /// The S3 settings when this store is S3-backed.
     pub fn s3_config(&self) -> Option<&S3Config> {
         match &self.backend {

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -32,10 +31,9 @@ struct Shared {
     truncate_once: Mutex<Option<String>>,
     /// Flip a byte in every response of files whose path ends like this.
     corrupt: Mutex<Option<String>>,
-    stopped: AtomicBool,
 }
 
-/// The server (stops with the test process).
+/// The server; its thread serves until the test process ends.
 pub struct NgcServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
@@ -91,12 +89,6 @@ impl NgcServer {
     /// Corrupts every response of files ending in `suffix`.
     pub fn corrupt(&self, suffix: &str) {
         *self.shared.corrupt.lock().unwrap() = Some(suffix.to_owned());
-    }
-}
-
-impl Drop for NgcServer {
-    fn drop(&mut self) {
-        self.shared.stopped.store(true, Ordering::SeqCst);
     }
 }
 
