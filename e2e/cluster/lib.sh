@@ -215,12 +215,15 @@ launch_s3() {
   mkdir -p "$DATA/s3"
   # Each bucket is a collection that grows 7 volumes at once by default; 2 keep the
   # volume count (bounded by free disk / volume size) fitting hundreds of buckets.
+  # minFreeSpace: the default (1% of the disk, 2.5 GB on a 250 GB disk shared with
+  # other machines) turns every volume read-only and each PUT into a 500 while the
+  # disk still has room for the few hundred MB the tests write.
   start_process s3 env WEED_MASTER_VOLUME_GROWTH_COPY_1=2 "$SEAWEEDFS_BIN/weed" server \
     -dir="$DATA/s3" -ip="$NODE_IP" -ip.bind="$NODE_IP" \
     -master.port="$WEED_MASTER_PORT" -master.port.grpc="$WEED_MASTER_GRPC_PORT" \
     -master.telemetry=false -master.volumeSizeLimitMB=128 -master.electionTimeout=1s \
     -volume.port="$WEED_VOLUME_PORT" -volume.port.grpc="$WEED_VOLUME_GRPC_PORT" \
-    -volume.max=0 -volume.preStopSeconds=0 \
+    -volume.max=0 -volume.preStopSeconds=0 -volume.minFreeSpace=256MiB \
     -filer -filer.port="$WEED_FILER_PORT" -filer.port.grpc="$WEED_FILER_GRPC_PORT" \
     -filer.localSocket="$RUN/weed-filer.sock" \
     -s3 -s3.port="$S3_PORT" -s3.port.grpc="$S3_GRPC_PORT" \

@@ -7,15 +7,14 @@
 pub mod cluster;
 pub mod crd;
 pub mod env;
-pub mod kubelet;
 pub mod namespace;
 pub mod node;
 pub mod port;
-pub mod process_kubelet;
 
 pub use cluster::Cluster;
 pub use env::ClusterEnv;
 pub use namespace::TestNamespace;
+pub use test_kubelets::{kubelet, process_kubelet};
 
 /// The workspace root (parent of the `e2e` crate).
 pub fn workspace_root() -> std::path::PathBuf {

@@ -17,6 +17,7 @@
 //! step is recorded as an error and the script still runs to the end and
 //! exits non-zero.
 
+#[path = "support/common.rs"]
 mod common;
 #[path = "../examples/gpu_check/main.rs"]
 mod gpu_check;

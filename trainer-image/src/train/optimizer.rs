@@ -1,7 +1,7 @@
 //! AdamW with exactly the arithmetic of `torch.optim.AdamW(fused=True)`, the
 //! optimizer Hugging Face's Trainer runs as `adamw_torch_fused`, so a run
 //! matches a PyTorch or Hugging Face fine-tune step for step
-//! (tests/train_optimizer.rs checks bit-identity).
+//! (tests/train/optimizer.rs checks bit-identity).
 //!
 //! Per parameter with a gradient, at its step `t` (counted per parameter):
 //! ```text

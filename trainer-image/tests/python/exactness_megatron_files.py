@@ -1,4 +1,4 @@
-"""End-to-end exactness fixtures for tests/exactness_megatron_files.rs.
+"""End-to-end exactness fixtures for tests/exactness/megatron_files.rs.
 
 Writes random tiny Megatron-LM BERT checkpoints exactly as Megatron-LM saves
 them (through ckpt_megatron.make: every checkpoint_version with its QKV row
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from transformers import MegatronBertConfig, MegatronBertForQuestionAnswering
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ckpt_megatron as cm  # noqa: E402  (the Megatron-LM checkpoint writer shared with checkpoint_megatron.rs)
+import ckpt_megatron as cm  # noqa: E402  (the Megatron-LM checkpoint writer shared with tests/checkpoint/megatron.rs)
 
 BATCH_LENGTHS = (12, 9, 5)
 SEQ = 12

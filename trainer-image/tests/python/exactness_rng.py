@@ -1,4 +1,4 @@
-"""Reference generator states and draws from PyTorch for tests/exactness_rng.rs.
+"""Reference generator states and draws from PyTorch for tests/exactness/rng.rs.
 
 For each seed s writes to a safetensors file:
   state_{s}            torch.manual_seed(s); torch.get_rng_state()

@@ -1,4 +1,4 @@
-"""The reference side of tests/published_bench.rs: fetch, verify and load a published
+"""The reference side of tests/benches/published.rs: fetch, verify and load a published
 Megatron-LM weights file the way one would by hand.
 
   python published_bench.py fetch S3_URI DEST_DIR SHA256   (env: AWS_* credentials, ENDPOINT)

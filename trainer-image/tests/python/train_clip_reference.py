@@ -1,4 +1,4 @@
-"""torch.nn.utils.clip_grad_norm_ on a full model's gradients, for tests/train_clip.rs.
+"""torch.nn.utils.clip_grad_norm_ on a full model's gradients, for tests/train/clip.rs.
 
   python train_clip_reference.py --grads GRADS.safetensors --max-norm X --out OUT.safetensors
 

@@ -1,4 +1,4 @@
-"""Reference numbers for the optimizer and schedule tests (tests/train_optimizer.rs).
+"""Reference numbers for the optimizer and schedule tests (tests/train/optimizer.rs).
 
   python train_optimizer_reference.py --out DIR
 

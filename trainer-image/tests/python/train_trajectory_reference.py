@@ -1,4 +1,4 @@
-"""Reference fine-tuning trajectory for tests/train_trajectory.rs.
+"""Reference fine-tuning trajectory for tests/train/trajectory.rs.
 
 Builds the tiny random Megatron-BERT of model_reference.py with a span-QA
 head (Hugging Face MegatronBertForQuestionAnswering, dropout off, fp32), a
