@@ -9,7 +9,7 @@
 //! wait with its timeout) is a world of size 1 built from this same file.
 
 pub mod group {
-    pub use megatron_trainer::comm::CommError;
+    pub use megatron_trainer::comm::{CommError, NcclLoadError};
 }
 
 pub mod store {

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use torch_pickle::PickleError;
 
+use super::megatron::args::MissingArg;
+use super::megatron::qkv::QkvError;
+use super::nemo::ModelConfigError;
+use crate::model::ModelError;
+
 /// Everything that can go wrong reading or writing a checkpoint.
 ///
 /// Every variant except [`CheckpointError::Io`] and [`CheckpointError::Torch`]
@@ -30,6 +35,41 @@ pub enum CheckpointError {
         context: String,
         #[source]
         source: tch::TchError,
+    },
+    /// A `.nemo` archive's `model_config.yaml` cannot be restored. The
+    /// sources of this and the next variants are boxed to keep this enum as
+    /// small as before they carried typed causes.
+    #[error("{path}: model_config.yaml: {source}")]
+    NemoModelConfig {
+        path: PathBuf,
+        #[source]
+        source: Box<ModelConfigError>,
+    },
+    /// The architecture (an encoder config file, an inline config or a
+    /// published name) is not a usable model config; `context` names where
+    /// it came from.
+    #[error("{path}: {context}: {source}")]
+    ModelConfig {
+        path: PathBuf,
+        context: String,
+        #[source]
+        source: Box<ModelError>,
+    },
+    /// A Megatron checkpoint's `args` lack a field the model config needs.
+    #[error("{path}: {source}; the checkpoint args are incomplete")]
+    IncompleteArgs {
+        path: PathBuf,
+        #[source]
+        source: MissingArg,
+    },
+    /// A QKV tensor of an older Megatron checkpoint version could not be put
+    /// in the canonical row order; `tensor` names it.
+    #[error("{path}: {tensor}: {source}")]
+    Qkv {
+        path: PathBuf,
+        tensor: String,
+        #[source]
+        source: Box<QkvError>,
     },
     /// A `torch.save` file could not be read or written (the error names
     /// the file). Boxed to keep this enum, and every `Result` carrying it,
@@ -81,7 +121,12 @@ impl CheckpointError {
     /// I/O and libtorch failures, which may be transient.
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            Self::Format { .. } | Self::Invalid { .. } => true,
+            Self::Format { .. }
+            | Self::Invalid { .. }
+            | Self::NemoModelConfig { .. }
+            | Self::ModelConfig { .. }
+            | Self::IncompleteArgs { .. }
+            | Self::Qkv { .. } => true,
             Self::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound

@@ -134,7 +134,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let (config, config_error) = match args_value {
         Some(a) => match args::config_from_args(a, None) {
             Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         },
         None => (None, Some("no `args` in the checkpoint".to_string())),
     };

@@ -98,7 +98,10 @@ pub fn run(args: &ConvertArgs) -> JobResult<i32> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| JobError::Other(e.to_string()))?
+            serde_json::to_string_pretty(&report).map_err(|source| JobError::EncodeJson {
+                what: "the convert report",
+                source,
+            })?
         );
     } else {
         println!(

@@ -21,7 +21,10 @@ pub struct InspectArgs {
 pub fn run(args: &InspectArgs) -> JobResult<i32> {
     let report = inspect::inspect(&args.path)?;
     let text = if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| JobError::Other(e.to_string()))? + "\n"
+        serde_json::to_string_pretty(&report).map_err(|source| JobError::EncodeJson {
+            what: "the inspect report",
+            source,
+        })? + "\n"
     } else {
         report.to_text()
     };

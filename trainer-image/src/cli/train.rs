@@ -51,8 +51,10 @@ pub struct TrainArgs {
 pub fn run(args: &TrainArgs) -> JobResult<i32> {
     let config = args.job.load(false, |_| {})?;
     if args.dry_run {
-        let yaml =
-            serde_yaml::to_string(&config.spec).map_err(|e| JobError::Other(e.to_string()))?;
+        let yaml = serde_yaml::to_string(&config.spec).map_err(|source| JobError::EncodeYaml {
+            what: "the spec",
+            source,
+        })?;
         print!("{yaml}");
         return Ok(0);
     }

@@ -84,7 +84,11 @@ pub enum CommError {
         /// What is wrong and what is supported.
         message: String,
     },
-    /// The NCCL backend is unavailable or an NCCL call failed.
+    /// The NCCL backend is unavailable: no CUDA, or NCCL or the CUDA runtime
+    /// could not be loaded.
+    #[error("NCCL: {0}")]
+    NcclUnavailable(#[from] NcclLoadError),
+    /// An NCCL call failed.
     #[error("NCCL: {0}")]
     Nccl(String),
     /// A local I/O error outside a peer connection (e.g. binding a port).
@@ -99,6 +103,44 @@ pub enum CommError {
     /// This group is unusable because an earlier operation failed part-way.
     #[error("process group is broken by an earlier failure: {0}")]
     Broken(String),
+}
+
+/// Why NCCL cannot be used in this process. Loaded once per process and
+/// handed to every caller, hence `Clone` (the loader's errors are kept as
+/// text).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NcclLoadError {
+    /// libtorch sees no CUDA device.
+    #[error(
+        "CUDA is not available to libtorch (no GPU or driver), so NCCL cannot run; CPU tensors \
+         use the TCP ring"
+    )]
+    CudaUnavailable,
+    /// No NCCL library could be opened.
+    #[error(
+        "cannot load NCCL ({tried}); install the nvidia-nccl-cu13 wheel or set \
+         MEGATRON_NCCL_LIBRARY"
+    )]
+    Nccl {
+        /// Each name tried and why it failed, `name: error; ...`.
+        tried: String,
+    },
+    /// No CUDA runtime library could be opened.
+    #[error("cannot load the CUDA runtime ({tried})")]
+    CudaRuntime {
+        /// Each name tried and why it failed, `name: error; ...`.
+        tried: String,
+    },
+    /// A library lacks an entry point we call (too old a release).
+    #[error("{library} lacks {symbol}: {message}")]
+    Symbol {
+        /// `nccl` or `cudart`.
+        library: &'static str,
+        /// The C symbol.
+        symbol: &'static str,
+        /// The loader's error.
+        message: String,
+    },
 }
 
 /// A group of ranks that run collectives together, like `torch.distributed`'s

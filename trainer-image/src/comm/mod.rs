@@ -60,7 +60,7 @@ mod topology;
 mod wire;
 
 pub use config::{CommConfig, DEFAULT_OP_TIMEOUT, DEFAULT_RENDEZVOUS_TIMEOUT};
-pub use group::{CommError, ProcessGroup, SingleProcess};
+pub use group::{CommError, NcclLoadError, ProcessGroup, SingleProcess};
 pub use nccl::nccl_available;
 pub use rank_group::RankGroup;
 pub use reference::ring_sum_reference;

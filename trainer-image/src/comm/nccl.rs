@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tch::Kind;
 
-use super::group::CommError;
+use super::group::{CommError, NcclLoadError};
 use super::store::StoreClient;
 
 type NcclResult = c_int;
@@ -71,7 +71,12 @@ struct Lib {
     cuda_error_string: unsafe extern "C" fn(c_int) -> *const c_char,
 }
 
-fn open_first(names: &[String]) -> Result<libloading::Library, String> {
+/// Opens the first of `names` that loads; else `failed` with every name
+/// and its error (`name: error; ...`).
+fn open_first(
+    names: &[String],
+    failed: impl FnOnce(String) -> NcclLoadError,
+) -> Result<libloading::Library, NcclLoadError> {
     let mut errors = Vec::new();
     for n in names {
         // SAFETY: loading NCCL / the CUDA runtime runs only their initializers.
@@ -80,33 +85,29 @@ fn open_first(names: &[String]) -> Result<libloading::Library, String> {
             Err(e) => errors.push(format!("{n}: {e}")),
         }
     }
-    Err(errors.join("; "))
+    Err(failed(errors.join("; ")))
 }
 
 impl Lib {
-    fn load() -> Result<Self, String> {
+    fn load() -> Result<Self, NcclLoadError> {
         if !tch::Cuda::is_available() {
-            return Err(
-                "CUDA is not available to libtorch (no GPU or driver), so NCCL cannot \
-                        run; CPU tensors use the TCP ring"
-                    .into(),
-            );
+            return Err(NcclLoadError::CudaUnavailable);
         }
         let mut nccl_names = vec!["libnccl.so.2".to_string(), "libnccl.so".to_string()];
         if let Ok(p) = std::env::var("MEGATRON_NCCL_LIBRARY") {
             nccl_names.insert(0, p);
         }
-        let nccl = open_first(&nccl_names).map_err(|e| {
-            format!("cannot load NCCL ({e}); install the nvidia-nccl-cu13 wheel or set MEGATRON_NCCL_LIBRARY")
-        })?;
+        let nccl = open_first(&nccl_names, |tried| NcclLoadError::Nccl { tried })?;
         let cudart_names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"].map(String::from);
-        let cudart =
-            open_first(&cudart_names).map_err(|e| format!("cannot load the CUDA runtime ({e})"))?;
+        let cudart = open_first(&cudart_names, |tried| NcclLoadError::CudaRuntime { tried })?;
         macro_rules! sym {
             ($lib:expr, $name:literal) => {
                 // SAFETY: the declared signature matches the C prototype in nccl.h / cuda_runtime_api.h.
-                *unsafe { $lib.get($name.as_bytes()) }
-                    .map_err(|e| format!("{} lacks {}: {e}", stringify!($lib), $name))?
+                *unsafe { $lib.get($name.as_bytes()) }.map_err(|e| NcclLoadError::Symbol {
+                    library: stringify!($lib),
+                    symbol: $name,
+                    message: e.to_string(),
+                })?
             };
         }
         Ok(Self {
@@ -155,12 +156,12 @@ impl Lib {
     }
 }
 
-static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+static LIB: OnceLock<Result<Lib, NcclLoadError>> = OnceLock::new();
 
 fn lib() -> Result<&'static Lib, CommError> {
     LIB.get_or_init(Lib::load)
         .as_ref()
-        .map_err(|e| CommError::Nccl(e.clone()))
+        .map_err(|e| CommError::NcclUnavailable(e.clone()))
 }
 
 /// Checks whether NCCL can be used here (CUDA available and libraries loadable).

@@ -84,7 +84,10 @@ pub fn parse_unvalidated(text: &str, origin: &str) -> JobResult<JobConfig> {
     } else {
         (Value::Object(top), None, None)
     };
-    let spec = deserialize_spec(spec_value).map_err(bad)?;
+    let spec = deserialize_spec(spec_value).map_err(|source| JobError::Spec {
+        origin: origin.to_owned(),
+        source,
+    })?;
     Ok(JobConfig {
         spec,
         name,
@@ -117,9 +120,36 @@ impl JobConfig {
     }
 }
 
-fn deserialize_spec(value: Value) -> Result<MegatronFineTuneSpec, String> {
+/// Why a spec does not deserialize; messages name the field (`spec.…`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// `spec` is a scalar or a list.
+    #[error("spec must be a mapping")]
+    NotAMapping,
+    /// A field has the wrong type or value, or a required one is missing.
+    #[error("{field}: {source}")]
+    Field {
+        /// The path from `spec`, e.g. `spec.training.globalBatchSize`.
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Fields the CRD does not define (usually typos, which would otherwise
+    /// be silently ignored).
+    #[error(
+        "unknown field(s) {}: remove them or fix their spelling (see `kubectl explain \
+         megatronfinetune.spec`)",
+        .fields.join(", ")
+    )]
+    UnknownFields {
+        /// Their paths, e.g. `spec.training.epochs`.
+        fields: Vec<String>,
+    },
+}
+
+fn deserialize_spec(value: Value) -> Result<MegatronFineTuneSpec, SpecError> {
     if !value.is_object() {
-        return Err("spec must be a mapping".into());
+        return Err(SpecError::NotAMapping);
     }
     let mut unknown = Vec::new();
     let spec = {
@@ -132,16 +162,16 @@ fn deserialize_spec(value: Value) -> Result<MegatronFineTuneSpec, String> {
             } else {
                 format!("spec.{path}")
             };
-            format!("{field}: {}", e.inner())
+            SpecError::Field {
+                field,
+                source: e.into_inner(),
+            }
         })?
     };
     if !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|p| format!("spec.{p}")).collect();
-        return Err(format!(
-            "unknown field(s) {}: remove them or fix their spelling (see `kubectl explain \
-             megatronfinetune.spec`)",
-            list.join(", ")
-        ));
+        return Err(SpecError::UnknownFields {
+            fields: unknown.iter().map(|p| format!("spec.{p}")).collect(),
+        });
     }
     Ok(spec)
 }

@@ -1,6 +1,7 @@
 //! Errors of setting a job up (config, inputs, outputs, model), classified for
 //! the exit code: invalid input is not worth retrying (exit 2), the rest may be.
 
+use super::config::SpecError;
 use crate::checkpoint::CheckpointError;
 use crate::comm::CommError;
 use crate::model::ModelError;
@@ -55,9 +56,57 @@ pub enum JobError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Anything else that may succeed on a retry.
-    #[error("{0}")]
-    Other(String),
+    /// The config's spec does not deserialize; `origin` names the file.
+    #[error("{origin}: {source}")]
+    Spec {
+        /// The config file (or other source) read.
+        origin: String,
+        #[source]
+        source: SpecError,
+    },
+    /// An input object changed while it was downloaded; a retry reads the new
+    /// version.
+    #[error(
+        "{uri}: downloaded {downloaded} bytes but the object has {expected}; it changed during \
+         the download, retry"
+    )]
+    InputChanged {
+        /// The object's URI.
+        uri: String,
+        /// Bytes received.
+        downloaded: u64,
+        /// The size the listing reported.
+        expected: u64,
+    },
+    /// The spec asks for GPUs this rank does not see. Retryable: the pod may
+    /// land on a node whose GPUs work.
+    #[error(
+        "spec.parallelism.device is GPU but local rank {local_rank} sees {visible} CUDA \
+         device(s): check the node's GPUs and the pod's nvidia.com/gpu limit, or set \
+         spec.parallelism.device: CPU"
+    )]
+    NoGpu {
+        /// This process's `LOCAL_RANK`.
+        local_rank: usize,
+        /// CUDA devices libtorch sees.
+        visible: usize,
+    },
+    /// A report could not be printed as JSON (a bug: reports always serialize).
+    #[error("encoding {what} as JSON: {source}")]
+    EncodeJson {
+        /// What was encoded.
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The spec could not be printed as YAML (a bug: specs always serialize).
+    #[error("encoding {what} as YAML: {source}")]
+    EncodeYaml {
+        /// What was encoded.
+        what: &'static str,
+        #[source]
+        source: serde_yaml::Error,
+    },
 }
 
 impl JobError {
@@ -77,7 +126,10 @@ impl JobError {
     /// True when retrying the same job cannot succeed (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            Self::Invalid(_) | Self::Tokenizer(_) | Self::StorageRequired { .. } => true,
+            Self::Invalid(_)
+            | Self::Spec { .. }
+            | Self::Tokenizer(_)
+            | Self::StorageRequired { .. } => true,
             Self::Storage(e) => e.is_invalid_input() || e.is_not_found(),
             Self::Checkpoint(e) => e.is_invalid_input(),
             Self::Model(e) => e.is_invalid_input(),
@@ -88,7 +140,10 @@ impl JobError {
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
             ),
-            Self::Other(_) => false,
+            Self::InputChanged { .. }
+            | Self::NoGpu { .. }
+            | Self::EncodeJson { .. }
+            | Self::EncodeYaml { .. } => false,
         }
     }
 
@@ -104,7 +159,11 @@ impl JobError {
             Self::Train(_) => "InvalidData",
             Self::Pretrained(e) => e.reason(),
             Self::Io { .. } => "InputNotFound",
-            Self::Invalid(_) | Self::Other(_) => "InvalidInput",
+            Self::Invalid(_) | Self::Spec { .. } => "InvalidInput",
+            // Retryable, so never written as a permanent failure's reason.
+            Self::InputChanged { .. } => "InputChanged",
+            Self::NoGpu { .. } => "NoGpu",
+            Self::EncodeJson { .. } | Self::EncodeYaml { .. } => "Internal",
         }
     }
 }

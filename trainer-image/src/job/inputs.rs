@@ -225,10 +225,11 @@ impl Inputs {
             self.runtime
                 .block_on(store.download_file(key, dest, &TransferOptions::default()))?;
         if digest.size != info.size {
-            return Err(JobError::Other(format!(
-                "{remote}: downloaded {} bytes but the object has {}; it changed during the download, retry",
-                digest.size, info.size
-            )));
+            return Err(JobError::InputChanged {
+                uri: remote.to_owned(),
+                downloaded: digest.size,
+                expected: info.size,
+            });
         }
         tracing::info!(uri = remote, path = %dest.display(), bytes = digest.size, sha256 = digest.sha256, "input downloaded");
         let source = Source {

@@ -18,7 +18,7 @@ pub mod rank;
 pub mod s3;
 pub mod termination;
 
-pub use config::{JobConfig, config_path, load_config, parse_config};
+pub use config::{JobConfig, SpecError, config_path, load_config, parse_config};
 pub use crds::Allow;
 pub use error::{JobError, JobResult, STORAGE_FIX};
 pub use hooks::{Publish, RunHooks};

@@ -13,13 +13,37 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::JobRef;
-use super::client::job_api;
+use super::client::{KubeClientError, job_api};
 use super::http;
 use super::metrics::TrainerMetrics;
 use super::status::StatusWriter;
 
 /// How long dropping the reporter waits for pending status writes.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the reporter's background thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundError {
+    /// The thread's tokio runtime could not be built.
+    #[error("cannot start the progress runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The OS refused the thread.
+    #[error("cannot start the progress thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The thread stopped (panicked) before saying it was ready.
+    #[error("the progress thread ended before it was ready")]
+    Ended,
+    /// `/metrics` could not be bound (usually the port is taken).
+    #[error("cannot serve /metrics on {addr}: {source} (choose another --metrics-addr port)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No API handle for the status writer.
+    #[error(transparent)]
+    Client(#[from] KubeClientError),
+}
 
 /// What the status writer needs.
 pub struct StatusTarget {
@@ -48,9 +72,9 @@ impl Background {
         metrics: Arc<TrainerMetrics>,
         metrics_addr: Option<SocketAddr>,
         status: Option<StatusTarget>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackgroundError> {
         let (stop, stopped) = watch::channel(false);
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Option<SocketAddr>, String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Option<SocketAddr>, BackgroundError>>();
         let writer = status.as_ref().map(|s| s.writer.clone());
         let thread = std::thread::Builder::new()
             .name("progress".into())
@@ -61,17 +85,14 @@ impl Background {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ =
-                            ready_tx.send(Err(format!("cannot start the progress runtime: {e}")));
+                        let _ = ready_tx.send(Err(BackgroundError::Runtime(e)));
                         return;
                     }
                 };
                 runtime.block_on(run(metrics, metrics_addr, status, stopped, ready_tx));
             })
-            .map_err(|e| format!("cannot start the progress thread: {e}"))?;
-        let ready = ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err("the progress thread ended before it was ready".into()));
+            .map_err(BackgroundError::Thread)?;
+        let ready = ready_rx.recv().unwrap_or(Err(BackgroundError::Ended));
         match ready {
             Ok(metrics_addr) => Ok(Self {
                 stop,
@@ -97,7 +118,7 @@ async fn run(
     metrics_addr: Option<SocketAddr>,
     status: Option<StatusTarget>,
     mut stopped: watch::Receiver<bool>,
-    ready: mpsc::Sender<Result<Option<SocketAddr>, String>>,
+    ready: mpsc::Sender<Result<Option<SocketAddr>, BackgroundError>>,
 ) {
     let mut server = None;
     let mut bound = None;
@@ -111,10 +132,8 @@ async fn run(
                 bound = Some(addr);
                 server = Some(tokio::spawn(serving));
             }
-            Err(e) => {
-                let _ = ready.send(Err(format!(
-                    "cannot serve /metrics on {addr}: {e} (choose another --metrics-addr port)"
-                )));
+            Err(source) => {
+                let _ = ready.send(Err(BackgroundError::Metrics { addr, source }));
                 return;
             }
         }
@@ -124,7 +143,7 @@ async fn run(
         match job_api(target.kubeconfig.as_deref(), &target.job).await {
             Ok(api) => writer = Some((target, api)),
             Err(e) => {
-                let _ = ready.send(Err(e));
+                let _ = ready.send(Err(e.into()));
                 return;
             }
         }

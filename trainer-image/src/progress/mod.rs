@@ -18,10 +18,12 @@ pub mod status;
 pub mod tensorboard;
 pub mod trainer_status;
 
+pub use background::BackgroundError;
+pub use client::KubeClientError;
 pub use config::{JobRef, ReporterConfig};
 pub use metrics::TrainerMetrics;
 pub use model_status::{MODEL_FIELD_MANAGER, ModelStatusWriter};
-pub use reporter::Reporter;
-pub use status::FIELD_MANAGER;
+pub use reporter::{Reporter, ReportingError};
+pub use status::{FIELD_MANAGER, StatusWaitError};
 pub use tensorboard::EventWriter;
 pub use trainer_status::TrainerStatus;

@@ -85,11 +85,23 @@ async fn write_loop(
     }
 }
 
+/// Why one apply of `status.model` failed (logged, never fatal: the download
+/// goes on without its progress shown).
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The API server refused the apply or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("no answer within {}s", .0.as_secs())]
+    NoAnswer(Duration),
+}
+
 async fn apply(
     api: &Api<DynamicObject>,
     name: &str,
     mut status: ModelStatus,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     status.update_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     let body = json!({
         "apiVersion": crds::MegatronFineTune::api_version(&()),
@@ -105,7 +117,7 @@ async fn apply(
     .await
     {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApplyError::NoAnswer(REQUEST_TIMEOUT)),
     }
 }

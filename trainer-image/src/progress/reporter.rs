@@ -11,13 +11,31 @@ use crds::{Artifacts, CheckpointStatus, Outcome, Progress, TrainerResult};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::background::{Background, StatusTarget};
+use super::background::{Background, BackgroundError, StatusTarget};
 use super::config::{JobRef, ReporterConfig};
 use super::logging::{format_duration, format_metrics};
 use super::metrics::TrainerMetrics;
-use super::status::StatusWriter;
+use super::status::{StatusWaitError, StatusWriter};
 use super::tensorboard::EventWriter;
 use crate::train::{StepStats, TrainError, TrainResult};
+
+/// Why the reporter failed: reporting, not training, so never invalid input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportingError {
+    /// `/metrics` or the status writer could not be started.
+    #[error(transparent)]
+    Start(#[from] BackgroundError),
+    /// The run's result was not written to the job's status.
+    #[error("reporting the result ({reason}) of MegatronFineTune {namespace}/{name}: {source}")]
+    Result {
+        /// The result's reason, e.g. `Completed`.
+        reason: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: StatusWaitError,
+    },
+}
 
 /// Reports a run's progress. On rank 0: structured logs every log interval,
 /// Prometheus gauges (`/metrics` when an address is configured), TensorBoard
@@ -99,7 +117,7 @@ impl Reporter {
         if config.metrics_addr.is_some() || status.is_some() {
             reporter.background = Some(
                 Background::start(metrics, config.metrics_addr, status)
-                    .map_err(TrainError::Reporting)?,
+                    .map_err(ReportingError::Start)?,
             );
         }
         Ok(reporter)
@@ -303,11 +321,14 @@ impl Reporter {
             time: Some(Time(Timestamp::now())),
         };
         status.update(true, |s| s.result = Some(result));
-        status.wait_written(self.finish_timeout).map_err(|e| {
-            TrainError::Reporting(format!(
-                "reporting the result ({reason}) of MegatronFineTune {}/{}: {e}",
-                job.namespace, job.name
-            ))
+        status.wait_written(self.finish_timeout).map_err(|source| {
+            ReportingError::Result {
+                reason: reason.to_owned(),
+                namespace: job.namespace.clone(),
+                name: job.name.clone(),
+                source,
+            }
+            .into()
         })
     }
 

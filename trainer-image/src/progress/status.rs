@@ -36,6 +36,30 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Least time between two warnings about transient failures.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// Why [`StatusWriter::wait_written`] returned before the status was written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StatusWaitError {
+    /// The API server refused the status for good (credentials, RBAC, a
+    /// missing object, a rejected body); the message says what to fix.
+    #[error("{message}")]
+    Refused {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// Nothing was accepted within the timeout.
+    #[error(
+        "the API server did not accept the status within {}s: {}",
+        after.as_secs(),
+        cause.as_deref().unwrap_or("no answer yet")
+    )]
+    Timeout {
+        /// How long we waited.
+        after: Duration,
+        /// The latest transient failure, if any attempt finished.
+        cause: Option<String>,
+    },
+}
+
 /// A failed apply, as waiters see it.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -103,7 +127,7 @@ impl StatusWriter {
     /// Blocks until everything changed so far is accepted by the API server,
     /// a permanent error refuses it, or `timeout` passes (then the latest
     /// transient error is returned).
-    pub fn wait_written(&self, timeout: Duration) -> Result<(), String> {
+    pub fn wait_written(&self, timeout: Duration) -> Result<(), StatusWaitError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         let target = state.version;
@@ -116,18 +140,16 @@ impl StatusWriter {
                 .as_ref()
                 .filter(|f| f.permanent && f.version >= target)
             {
-                return Err(f.message.clone());
+                return Err(StatusWaitError::Refused {
+                    message: f.message.clone(),
+                });
             }
             let now = Instant::now();
             if now >= deadline {
-                let cause = state
-                    .failure
-                    .as_ref()
-                    .map_or_else(|| "no answer yet".to_owned(), |f| f.message.clone());
-                return Err(format!(
-                    "the API server did not accept the status within {}s: {cause}",
-                    timeout.as_secs()
-                ));
+                return Err(StatusWaitError::Timeout {
+                    after: timeout,
+                    cause: state.failure.as_ref().map(|f| f.message.clone()),
+                });
             }
             state = self
                 .shared

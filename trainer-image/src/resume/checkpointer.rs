@@ -38,6 +38,21 @@ use super::{errors, naming};
 use crate::storage::{CheckpointSets, MANIFEST_NAME, ManifestFile, RetentionReport, Store};
 use crate::train::{CheckpointRequest, SaveReason, TrainError, TrainResult};
 
+/// Why the files the ranks gathered do not make a whole set (the set is then
+/// not committed).
+#[derive(Debug, thiserror::Error)]
+enum IncompleteSet {
+    /// Some tensor-parallel ranks failed to write or upload their file.
+    #[error("writing the file of tensor-parallel rank(s) {ranks:?} failed; see those ranks' logs")]
+    Failed { ranks: BTreeSet<usize> },
+    /// Some tensor-parallel ranks sent no file at all.
+    #[error(
+        "no file from tensor-parallel rank(s) {ranks:?} (is dp_rank 0 present in every \
+         tensor-parallel group?)"
+    )]
+    Missing { ranks: Vec<usize> },
+}
+
 /// What a successful save reports (for status: `latestCheckpoint`, `bestCheckpoint`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavedCheckpoint {
@@ -483,7 +498,11 @@ impl Checkpointer {
     }
 
     /// The manifest entries: exactly one file per tensor-parallel rank, or why not.
-    fn collect_files(&self, records: &[RankFile], file: &str) -> Result<Vec<ManifestFile>, String> {
+    fn collect_files(
+        &self,
+        records: &[RankFile],
+        file: &str,
+    ) -> Result<Vec<ManifestFile>, IncompleteSet> {
         let failed: BTreeSet<usize> = records
             .iter()
             .filter_map(|r| match r {
@@ -492,9 +511,7 @@ impl Checkpointer {
             })
             .collect();
         if !failed.is_empty() {
-            return Err(format!(
-                "writing the file of tensor-parallel rank(s) {failed:?} failed; see those ranks' logs"
-            ));
+            return Err(IncompleteSet::Failed { ranks: failed });
         }
         let mut by_rank = BTreeMap::new();
         for r in records {
@@ -518,10 +535,7 @@ impl Checkpointer {
             .filter(|r| !by_rank.contains_key(r))
             .collect();
         if !missing.is_empty() || by_rank.len() != self.cfg.tp_size {
-            return Err(format!(
-                "no file from tensor-parallel rank(s) {missing:?} (is dp_rank 0 present in every \
-                 tensor-parallel group?)"
-            ));
+            return Err(IncompleteSet::Missing { ranks: missing });
         }
         Ok(by_rank.into_values().collect())
     }

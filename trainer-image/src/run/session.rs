@@ -84,11 +84,10 @@ fn device(spec: &MegatronFineTuneSpec, local_rank: usize) -> JobResult<Device> {
             if local_rank < visible {
                 Ok(Device::Cuda(local_rank))
             } else {
-                Err(JobError::Other(format!(
-                    "spec.parallelism.device is GPU but local rank {local_rank} sees {visible} CUDA \
-                     device(s): check the node's GPUs and the pod's nvidia.com/gpu limit, or set \
-                     spec.parallelism.device: CPU"
-                )))
+                Err(JobError::NoGpu {
+                    local_rank,
+                    visible,
+                })
             }
         }
     }

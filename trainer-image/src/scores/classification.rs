@@ -57,6 +57,20 @@ fn f1(p: f64, r: f64) -> f64 {
     }
 }
 
+/// Why a classification report cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassificationReportError {
+    /// Gold labels and predictions do not pair up (a task's evaluation bug
+    /// or a truncated prediction set).
+    #[error("classification report: {labels} true labels but {predictions} predictions")]
+    LengthMismatch {
+        /// Number of gold labels.
+        labels: usize,
+        /// Number of predictions.
+        predictions: usize,
+    },
+}
+
 impl ClassificationReport {
     /// Computes the report. `labels`: the label ids to report (`None`: every
     /// id seen in `y_true` or `y_pred`, sorted, like scikit-learn).
@@ -68,13 +82,12 @@ impl ClassificationReport {
         y_pred: &[usize],
         labels: Option<&[usize]>,
         names: impl Fn(usize) -> String,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClassificationReportError> {
         if y_true.len() != y_pred.len() {
-            return Err(format!(
-                "classification report: {} true labels but {} predictions",
-                y_true.len(),
-                y_pred.len()
-            ));
+            return Err(ClassificationReportError::LengthMismatch {
+                labels: y_true.len(),
+                predictions: y_pred.len(),
+            });
         }
         let seen: BTreeSet<usize> = y_true.iter().chain(y_pred).copied().collect();
         let labels: Vec<usize> = match labels {

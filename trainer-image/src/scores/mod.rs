@@ -5,5 +5,5 @@
 mod classification;
 mod squad;
 
-pub use classification::{ClassScores, ClassificationReport};
+pub use classification::{ClassScores, ClassificationReport, ClassificationReportError};
 pub use squad::{SquadScores, exact_match, f1_score, normalize_answer, squad_evaluate};

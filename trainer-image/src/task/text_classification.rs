@@ -247,8 +247,7 @@ impl SentenceClassification {
         };
         let scored = match self.classes.scoring {
             Scoring::Macro => {
-                let r = ClassificationReport::compute(&gold, pred, None, name)
-                    .map_err(TrainError::Scores)?;
+                let r = ClassificationReport::compute(&gold, pred, None, name)?;
                 let avg = r.macro_avg;
                 (r, avg)
             }
@@ -256,8 +255,7 @@ impl SentenceClassification {
                 let kept: Vec<usize> = (0..self.classes.names.len())
                     .filter(|&c| Some(c) != negative)
                     .collect();
-                let r = ClassificationReport::compute(&gold, pred, Some(&kept), name)
-                    .map_err(TrainError::Scores)?;
+                let r = ClassificationReport::compute(&gold, pred, Some(&kept), name)?;
                 let avg = r.micro;
                 (r, avg)
             }

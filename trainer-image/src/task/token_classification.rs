@@ -193,8 +193,7 @@ impl TokenClassification {
             self.labels
                 .name(id)
                 .map_or_else(|| id.to_string(), str::to_string)
-        })
-        .map_err(TrainError::Scores)?;
+        })?;
         let avg = r.macro_avg;
         Ok(Evaluation::classification(
             split,

@@ -36,11 +36,15 @@ pub enum TrainError {
     #[error("{0}")]
     RanksDisagree(String),
     /// The status or the metrics server failed (reporting, not training).
-    #[error("{0}")]
-    Reporting(String),
+    /// Boxed: the Kubernetes client's errors are large and rare.
+    #[error(transparent)]
+    Reporting(Box<crate::progress::ReportingError>),
     /// A task's scores could not be computed or written.
     #[error("{0}")]
     Scores(String),
+    /// A classification report could not be computed.
+    #[error(transparent)]
+    ClassificationReport(#[from] crate::scores::ClassificationReportError),
     /// The fused AdamW kernel failed.
     #[error("fused AdamW step failed: {0}")]
     Optimizer(String),
@@ -50,6 +54,12 @@ pub enum TrainError {
     /// A setup step (inputs, outputs) failed inside a run; a retry may succeed.
     #[error("{0}")]
     Setup(String),
+}
+
+impl From<crate::progress::ReportingError> for TrainError {
+    fn from(e: crate::progress::ReportingError) -> Self {
+        Self::Reporting(Box::new(e))
+    }
 }
 
 impl TrainError {

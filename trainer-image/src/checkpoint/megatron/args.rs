@@ -12,14 +12,22 @@ pub fn tensor_parallel_size(args: &Value) -> Option<i64> {
         .and_then(Value::as_i64)
 }
 
+/// A field of `args` that the model config cannot do without.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("args.{field} is missing or not an integer")]
+pub struct MissingArg {
+    /// The argparse name, e.g. `hidden_size`.
+    pub field: &'static str,
+}
+
 /// Builds a [`BertConfig`] from `args`; `vocab_size` is the unpadded
 /// tokenizer vocabulary when known (Megatron does not record it; without
-/// it the padded size stands in). Returns the name of the first missing
-/// required field on failure.
-pub fn config_from_args(args: &Value, vocab_size: Option<i64>) -> Result<BertConfig, String> {
+/// it the padded size stands in). Names the first missing required field on
+/// failure.
+pub fn config_from_args(args: &Value, vocab_size: Option<i64>) -> Result<BertConfig, MissingArg> {
     let int = |k: &str| args.get(k).and_then(Value::as_i64);
     let float = |k: &str| args.get(k).and_then(Value::as_f64);
-    let req = |k: &str| int(k).ok_or_else(|| format!("args.{k} is missing or not an integer"));
+    let req = |field: &'static str| int(field).ok_or(MissingArg { field });
     let hidden_size = req("hidden_size")?;
     let padded_vocab_size = req("padded_vocab_size")?;
     let activation = if args.get("openai_gelu").and_then(Value::as_bool) == Some(true) {

@@ -133,11 +133,11 @@ pub fn load_with(
         ));
     }
     let mut config = match (args, &opts.config) {
-        (Some(a), _) => args::config_from_args(a, opts.vocab_size).map_err(|m| {
-            CheckpointError::invalid(
-                first_file,
-                format!("{m}; the checkpoint args are incomplete"),
-            )
+        (Some(a), _) => args::config_from_args(a, opts.vocab_size).map_err(|source| {
+            CheckpointError::IncompleteArgs {
+                path: first_file.to_path_buf(),
+                source,
+            }
         })?,
         (None, Some(c)) => {
             let mut c = c.clone();
@@ -172,11 +172,12 @@ pub fn load_with(
         for (i, shard) in shards.iter_mut().enumerate() {
             for (name, t) in shard.iter_mut() {
                 if name.contains(".query_key_value.") {
-                    *t = qkv::to_canonical(t, version, heads / k, head_dim).map_err(|m| {
-                        CheckpointError::invalid(
-                            &resolved.rank_files[wanted[i]],
-                            format!("{name}: {m}"),
-                        )
+                    *t = qkv::to_canonical(t, version, heads / k, head_dim).map_err(|source| {
+                        CheckpointError::Qkv {
+                            path: resolved.rank_files[wanted[i]].clone(),
+                            tensor: name.clone(),
+                            source: Box::new(source),
+                        }
                     })?;
                 }
             }

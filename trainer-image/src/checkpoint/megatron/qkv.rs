@@ -5,9 +5,37 @@
 
 use tch::Tensor;
 
+/// Why a shard's QKV rows could not be reordered.
+#[derive(Debug, thiserror::Error)]
+pub enum QkvError {
+    /// The first dimension is not `3 * heads * head_dim`: the config's heads
+    /// or hidden size, or the tensor-parallel size, do not match the weights.
+    #[error(
+        "query_key_value has shape {shape:?}, expected {} rows (3 x {heads} heads x {head_dim}) \
+         per tensor-parallel shard; check the config's attention heads and hidden size",
+        3 * heads * head_dim
+    )]
+    Rows {
+        /// The tensor's shape.
+        shape: Vec<i64>,
+        /// Attention heads per shard.
+        heads: i64,
+        /// Size of one head.
+        head_dim: i64,
+    },
+    /// libtorch refused the reshape or transpose.
+    #[error("reordering query_key_value: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
 /// Reorders one shard's QKV weight or bias rows from `version`'s order to
 /// the canonical `[heads, 3, head_dim]` order.
-pub fn to_canonical(t: &Tensor, version: f64, heads: i64, head_dim: i64) -> Result<Tensor, String> {
+pub fn to_canonical(
+    t: &Tensor,
+    version: f64,
+    heads: i64,
+    head_dim: i64,
+) -> Result<Tensor, QkvError> {
     reorder(t, version, heads, head_dim, true)
 }
 
@@ -17,7 +45,7 @@ pub fn from_canonical(
     version: f64,
     heads: i64,
     head_dim: i64,
-) -> Result<Tensor, String> {
+) -> Result<Tensor, QkvError> {
     reorder(t, version, heads, head_dim, false)
 }
 
@@ -27,16 +55,17 @@ fn reorder(
     heads: i64,
     head_dim: i64,
     forward: bool,
-) -> Result<Tensor, String> {
+) -> Result<Tensor, QkvError> {
     if version >= 2.0 {
         return Ok(t.shallow_clone());
     }
     let size = t.size();
     if size.first() != Some(&(3 * heads * head_dim)) {
-        return Err(format!(
-            "query_key_value has {:?} rows, expected 3 x {heads} heads x {head_dim} per shard",
-            size.first()
-        ));
+        return Err(QkvError::Rows {
+            shape: size,
+            heads,
+            head_dim,
+        });
     }
     let rest = &size[1..];
     let shape = |a: i64, b: i64, c: i64| [&[a, b, c][..], rest].concat();
@@ -61,7 +90,7 @@ fn reorder(
     };
     out.and_then(|v| v.f_contiguous())
         .and_then(|v| v.f_reshape(size.as_slice()))
-        .map_err(|e| format!("reordering query_key_value: {e}"))
+        .map_err(QkvError::from)
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use model_config::NemoTask;
+pub use model_config::{ModelConfigError, NemoTask, UnknownNemoTask};
 pub use reader::{NemoArchive, ReadOptions, is_nemo_archive, open_nemo, read_nemo, read_nemo_with};
 pub use writer::{DEFAULT_COMPRESSION, NemoContents, NemoWeights, NemoWritten, write_nemo};
 

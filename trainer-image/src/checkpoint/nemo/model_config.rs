@@ -65,12 +65,20 @@ impl std::fmt::Display for NemoTask {
     }
 }
 
+/// A task name [`NemoTask`]'s `FromStr` does not know (as given).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown task `{0}`: use question-answering, token-classification or \
+     text-classification"
+)]
+pub struct UnknownNemoTask(pub String);
+
 impl std::str::FromStr for NemoTask {
-    type Err = String;
+    type Err = UnknownNemoTask;
 
     /// `question-answering` (`qa`), `token-classification`,
     /// `text-classification` (`relation-extraction`), any case, `_` or `-`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownNemoTask> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "question-answering" | "questionanswering" | "qa" => Ok(Self::QuestionAnswering),
             "token-classification" | "tokenclassification" => Ok(Self::TokenClassification),
@@ -78,10 +86,7 @@ impl std::str::FromStr for NemoTask {
             | "textclassification"
             | "relation-extraction"
             | "relationextraction" => Ok(Self::TextClassification),
-            other => Err(format!(
-                "unknown task `{other}`: use question-answering, token-classification or \
-                 text-classification"
-            )),
+            _ => Err(UnknownNemoTask(s.to_string())),
         }
     }
 }
@@ -225,15 +230,62 @@ pub struct Parsed {
     pub nemo_version: Option<String>,
 }
 
+/// Why a `model_config.yaml` cannot be restored. Messages name the field
+/// (`section.key`) and what it must hold, so the archive's author can fix it;
+/// the reader prefixes the archive path and `model_config.yaml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelConfigError {
+    /// The text is not YAML at all.
+    #[error("is not valid YAML: {0}")]
+    Yaml(#[source] serde_yaml::Error),
+    /// The document (or its `model` key) is not a mapping.
+    #[error("must be a mapping of config keys")]
+    NotAMapping,
+    /// `target` names a class other than the three task models we restore.
+    #[error(
+        "target `{target}` is not a Megatron-BERT task model this trainer restores \
+         (QAModel, TokenClassificationModel, TextClassificationModel)"
+    )]
+    UnknownTarget {
+        /// The `target` as written (empty when absent).
+        target: String,
+    },
+    /// `section.key` holds something other than an integer.
+    #[error("{section}.{key} must be an integer, got {value}")]
+    NotAnInteger {
+        section: String,
+        key: String,
+        value: Value,
+    },
+    /// `section.key` holds something other than a number.
+    #[error("{section}.{key} must be a number, got {value}")]
+    NotANumber {
+        section: String,
+        key: String,
+        value: Value,
+    },
+    /// `section.activation` is not one our heads implement.
+    #[error("{section}.activation `{value}` is not supported (relu, gelu, tanh)")]
+    UnknownActivation { section: String, value: String },
+    /// Token classification without a `label_ids` mapping.
+    #[error("label_ids must map each label to its id")]
+    LabelIdsNotAMapping,
+    /// A `label_ids` entry whose id is not an integer.
+    #[error("label_ids.{label} must be an integer id, got {value}")]
+    LabelIdNotAnInteger { label: String, value: Value },
+    /// The ids are not exactly `0..n`.
+    #[error("label_ids must number the labels 0, 1, 2, ... without gaps")]
+    LabelIdsNotContiguous,
+}
+
 /// Parses a model config; errors name the field.
-pub fn parse(text: &str) -> Result<Parsed, String> {
-    let mut root: Value =
-        serde_yaml::from_str(text).map_err(|e| format!("is not valid YAML: {e}"))?;
+pub fn parse(text: &str) -> Result<Parsed, ModelConfigError> {
+    let mut root: Value = serde_yaml::from_str(text).map_err(ModelConfigError::Yaml)?;
     if let Some(model) = root.get("model").filter(|m| m.is_object()) {
         root = model.clone();
     }
     let Value::Object(cfg) = root else {
-        return Err("must be a mapping of config keys".into());
+        return Err(ModelConfigError::NotAMapping);
     };
     let str_at = |path: &[&str]| -> Option<String> {
         let mut v = cfg.get(path[0])?;
@@ -252,38 +304,38 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
         "" if section("token_classifier").is_some() => NemoTask::QuestionAnswering,
         "" if cfg.contains_key("label_ids") => NemoTask::TokenClassification,
         "" if section("classifier_head").is_some() => NemoTask::TextClassification,
-        other => {
-            return Err(format!(
-                "target `{other}` is not a Megatron-BERT task model this trainer restores \
-                 (QAModel, TokenClassificationModel, TextClassificationModel)"
-            ));
-        }
+        _ => return Err(ModelConfigError::UnknownTarget { target }),
     };
     let dataset = section("dataset").cloned().unwrap_or_default();
-    let int = |sec: &str, key: &str, default: i64| -> Result<i64, String> {
+    let int = |sec: &str, key: &str, default: i64| -> Result<i64, ModelConfigError> {
         match section(sec).and_then(|s| s.get(key)) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| format!("{sec}.{key} must be an integer, got {v}")),
+            Some(v) => v.as_i64().ok_or_else(|| ModelConfigError::NotAnInteger {
+                section: sec.to_string(),
+                key: key.to_string(),
+                value: v.clone(),
+            }),
         }
     };
-    let float = |sec: &str, key: &str, default: f64| -> Result<f64, String> {
+    let float = |sec: &str, key: &str, default: f64| -> Result<f64, ModelConfigError> {
         match section(sec).and_then(|s| s.get(key)) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| format!("{sec}.{key} must be a number, got {v}")),
+            Some(v) => v.as_f64().ok_or_else(|| ModelConfigError::NotANumber {
+                section: sec.to_string(),
+                key: key.to_string(),
+                value: v.clone(),
+            }),
         }
     };
-    let activation = |sec: &str| -> Result<HeadActivation, String> {
+    let activation = |sec: &str| -> Result<HeadActivation, ModelConfigError> {
         match str_at(&[sec, "activation"]).as_deref() {
             None | Some("relu") => Ok(HeadActivation::Relu),
             Some("gelu") => Ok(HeadActivation::Gelu),
             Some("tanh") => Ok(HeadActivation::Tanh),
-            Some(other) => Err(format!(
-                "{sec}.activation `{other}` is not supported (relu, gelu, tanh)"
-            )),
+            Some(other) => Err(ModelConfigError::UnknownActivation {
+                section: sec.to_string(),
+                value: other.to_string(),
+            }),
         }
     };
     let mut label_ids = None;
@@ -299,18 +351,21 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
             let ids = cfg
                 .get("label_ids")
                 .and_then(Value::as_object)
-                .ok_or("label_ids must map each label to its id")?;
+                .ok_or(ModelConfigError::LabelIdsNotAMapping)?;
             let mut pairs = ids
                 .iter()
                 .map(|(k, v)| {
-                    v.as_i64()
-                        .map(|i| (i, k.clone()))
-                        .ok_or_else(|| format!("label_ids.{k} must be an integer id, got {v}"))
+                    v.as_i64().map(|i| (i, k.clone())).ok_or_else(|| {
+                        ModelConfigError::LabelIdNotAnInteger {
+                            label: k.clone(),
+                            value: v.clone(),
+                        }
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             pairs.sort();
             if pairs.iter().enumerate().any(|(i, (id, _))| *id != i as i64) {
-                return Err("label_ids must number the labels 0, 1, 2, ... without gaps".into());
+                return Err(ModelConfigError::LabelIdsNotContiguous);
             }
             let names: Vec<String> = pairs.into_iter().map(|(_, n)| n).collect();
             let n = names.len() as i64;
@@ -413,12 +468,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let err = parse("target: foo.Bar\n").unwrap_err();
+        let err = parse("target: foo.Bar\n").unwrap_err().to_string();
         assert!(err.contains("foo.Bar") || err.contains("Bar"), "{err}");
         let err =
             parse("target: x.TokenClassificationModel\nlabel_ids: {O: 0, B: 2}\n").unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("label_ids"), "{err}");
-        let err = parse("target: x.QAModel\ntoken_classifier: {num_layers: two}\n").unwrap_err();
+        let err = parse("target: x.QAModel\ntoken_classifier: {num_layers: two}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("token_classifier.num_layers"), "{err}");
     }
 }

@@ -176,7 +176,11 @@ fn load_shards(
             for (name, t) in shard.iter_mut() {
                 if name.contains(".query_key_value.") {
                     *t = qkv::to_canonical(t, version, heads / source_tp, head_dim).map_err(
-                        |m| CheckpointError::invalid(path, format!("{member}: {name}: {m}")),
+                        |source| CheckpointError::Qkv {
+                            path: path.to_path_buf(),
+                            tensor: format!("{member}: {name}"),
+                            source: Box::new(source),
+                        },
                     )?;
                 }
             }
@@ -389,13 +393,21 @@ struct Described {
 
 fn describe(path: &Path, small: &BTreeMap<String, Vec<u8>>) -> Result<Described> {
     let invalid = |m: String| CheckpointError::invalid(path, m);
+    let model_config_error = |context: &str, source| CheckpointError::ModelConfig {
+        path: path.to_path_buf(),
+        context: context.to_string(),
+        source: Box::new(source),
+    };
     let cfg_text = small
         .get("model_config.yaml")
         .ok_or_else(|| invalid("model_config.yaml is missing: not a .nemo archive".into()))?;
     let cfg_text = std::str::from_utf8(cfg_text)
         .map_err(|_| invalid("model_config.yaml is not UTF-8 text".into()))?;
     let parsed =
-        model_config::parse(cfg_text).map_err(|m| invalid(format!("model_config.yaml: {m}")))?;
+        model_config::parse(cfg_text).map_err(|source| CheckpointError::NemoModelConfig {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
     let member_text = |reference: &str, what: &str| -> Result<Vec<u8>> {
         let member = artifact::member_of_ref(reference);
         small.get(member).cloned().ok_or_else(|| {
@@ -448,13 +460,13 @@ fn describe(path: &Path, small: &BTreeMap<String, Vec<u8>>) -> Result<Described>
         let text = String::from_utf8_lossy(&text).to_string();
         encoder_json = serde_json::from_str(&text).ok();
         parse_config(&text, vocab_size)
-            .map_err(|m| invalid(format!("{}: {m}", artifact::member_of_ref(r))))?
+            .map_err(|e| model_config_error(artifact::member_of_ref(r), e))?
     } else if let Some(inline) = &parsed.inline_encoder_config {
         parse_config(&inline.to_string(), vocab_size)
-            .map_err(|m| invalid(format!("model_config.yaml language_model.config: {m}")))?
+            .map_err(|e| model_config_error("model_config.yaml language_model.config", e))?
     } else if let Some(name) = &parsed.pretrained_model_name {
         let mut c = BertConfig::pretrained(name)
-            .map_err(|e| invalid(format!("model_config.yaml language_model: {e}")))?;
+            .map_err(|e| model_config_error("model_config.yaml language_model", e))?;
         if let Some(v) = vocab_size {
             c.vocab_size = v;
         }
@@ -512,12 +524,11 @@ fn describe(path: &Path, small: &BTreeMap<String, Vec<u8>>) -> Result<Described>
     })
 }
 
-fn parse_config(text: &str, vocab_size: Option<i64>) -> std::result::Result<BertConfig, String> {
+fn parse_config(text: &str, vocab_size: Option<i64>) -> crate::model::Result<BertConfig> {
     match vocab_size {
         Some(v) => BertConfig::from_json_or_yaml_with_vocab(text, v),
         None => BertConfig::from_json_or_yaml(text),
     }
-    .map_err(|e| e.to_string())
 }
 
 /// What one pass over the archive found.
