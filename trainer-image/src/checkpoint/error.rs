@@ -6,7 +6,7 @@ use torch_pickle::PickleError;
 
 use super::megatron::args::MissingArg;
 use super::megatron::qkv::QkvError;
-use super::nemo::ModelConfigError;
+use super::nemo::model_config::ModelConfigError;
 use crate::model::ModelError;
 
 /// Everything that can go wrong reading or writing a checkpoint.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crds::MegatronFineTuneSpec;
 use serde_json::Value;
 
-use super::error::{JobError, JobResult};
+use super::error::{JobError, JobResult, SpecError};
 use crds::Allow;
 
 /// A loaded, validated configuration.
@@ -118,33 +118,6 @@ impl JobConfig {
             lines.join("\n  - ")
         )))
     }
-}
-
-/// Why a spec does not deserialize; messages name the field (`spec.…`).
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    /// `spec` is a scalar or a list.
-    #[error("spec must be a mapping")]
-    NotAMapping,
-    /// A field has the wrong type or value, or a required one is missing.
-    #[error("{field}: {source}")]
-    Field {
-        /// The path from `spec`, e.g. `spec.training.globalBatchSize`.
-        field: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Fields the CRD does not define (usually typos, which would otherwise
-    /// be silently ignored).
-    #[error(
-        "unknown field(s) {}: remove them or fix their spelling (see `kubectl explain \
-         megatronfinetune.spec`)",
-        .fields.join(", ")
-    )]
-    UnknownFields {
-        /// Their paths, e.g. `spec.training.epochs`.
-        fields: Vec<String>,
-    },
 }
 
 fn deserialize_spec(value: Value) -> Result<MegatronFineTuneSpec, SpecError> {

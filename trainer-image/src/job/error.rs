@@ -1,7 +1,6 @@
 //! Errors of setting a job up (config, inputs, outputs, model), classified for
 //! the exit code: invalid input is not worth retrying (exit 2), the rest may be.
 
-use super::config::SpecError;
 use crate::checkpoint::CheckpointError;
 use crate::comm::CommError;
 use crate::model::ModelError;
@@ -182,3 +181,30 @@ pub use crds::storage::STORAGE_FIX;
 
 /// Result of the job modules.
 pub type JobResult<T> = std::result::Result<T, JobError>;
+
+/// Why a spec does not deserialize; messages name the field (`spec.…`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// `spec` is a scalar or a list.
+    #[error("spec must be a mapping")]
+    NotAMapping,
+    /// A field has the wrong type or value, or a required one is missing.
+    #[error("{field}: {source}")]
+    Field {
+        /// The path from `spec`, e.g. `spec.training.globalBatchSize`.
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Fields the CRD does not define (usually typos, which would otherwise
+    /// be silently ignored).
+    #[error(
+        "unknown field(s) {}: remove them or fix their spelling (see `kubectl explain \
+         megatronfinetune.spec`)",
+        .fields.join(", ")
+    )]
+    UnknownFields {
+        /// Their paths, e.g. `spec.training.epochs`.
+        fields: Vec<String>,
+    },
+}

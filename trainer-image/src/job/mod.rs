@@ -18,9 +18,9 @@ pub mod rank;
 pub mod s3;
 pub mod termination;
 
-pub use config::{JobConfig, SpecError, config_path, load_config, parse_config};
+pub use config::{JobConfig, config_path, load_config, parse_config};
 pub use crds::Allow;
-pub use error::{JobError, JobResult, STORAGE_FIX};
+pub use error::{JobError, JobResult, STORAGE_FIX, SpecError};
 pub use hooks::{Publish, RunHooks};
 pub use inputs::Inputs;
 pub use log_output::RunLogFile;

@@ -37,6 +37,13 @@ pub enum ReportingError {
     },
 }
 
+/// The loop passes the failure on without knowing the reporter's types.
+impl From<ReportingError> for TrainError {
+    fn from(e: ReportingError) -> Self {
+        Self::Reporting(Box::new(e))
+    }
+}
+
 /// Reports a run's progress. On rank 0: structured logs every log interval,
 /// Prometheus gauges (`/metrics` when an address is configured), TensorBoard
 /// scalars (when a directory is configured) and the job's status (when a job

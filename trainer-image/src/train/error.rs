@@ -36,9 +36,10 @@ pub enum TrainError {
     #[error("{0}")]
     RanksDisagree(String),
     /// The status or the metrics server failed (reporting, not training).
-    /// Boxed: the Kubernetes client's errors are large and rare.
+    /// The reporter's own error (`progress::ReportingError`), erased: the loop
+    /// sits below the reporter and only passes the failure on.
     #[error(transparent)]
-    Reporting(Box<crate::progress::ReportingError>),
+    Reporting(Box<dyn std::error::Error + Send + Sync>),
     /// A task's scores could not be computed or written.
     #[error("{0}")]
     Scores(String),
@@ -54,12 +55,6 @@ pub enum TrainError {
     /// A setup step (inputs, outputs) failed inside a run; a retry may succeed.
     #[error("{0}")]
     Setup(String),
-}
-
-impl From<crate::progress::ReportingError> for TrainError {
-    fn from(e: crate::progress::ReportingError) -> Self {
-        Self::Reporting(Box::new(e))
-    }
 }
 
 impl TrainError {
