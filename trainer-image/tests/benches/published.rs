@@ -19,6 +19,7 @@
 
 use crate::support::common;
 use crate::support::storage_util;
+use crate::support::temp_dir::TempDir;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ use crds::published::Published;
 use megatron_trainer::checkpoint::megatron;
 use megatron_trainer::pretrained::{Remote, Request, Sources, file_digest, resolve};
 use megatron_trainer::storage::{Store, TransferOptions};
-use storage_util::{MIB, TEST_BUCKET, TestDir};
+use storage_util::{MIB, TEST_BUCKET};
 
 const RUNS: usize = 2;
 
@@ -163,7 +164,7 @@ fn min(values: impl IntoIterator<Item = f64>) -> f64 {
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
 fn bench_fetch_verify_load() {
-    let dir = TestDir::new("published-bench");
+    let dir = TempDir::new("published-bench");
     let t = Instant::now();
     let file = generate(&dir.path().join("generated"));
     let generate_s = t.elapsed().as_secs_f64();

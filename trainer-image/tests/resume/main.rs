@@ -1,4 +1,4 @@
-//! Run checkpoints: bit-exact resume, data parallelism, file format, retention policy and S3 (including outages).
+//! Run checkpoints: bit-exact resume, data parallelism, file format, retention policy and S3 (outages: the `s3_outages` binary).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -9,4 +9,3 @@ mod file_format;
 mod policy;
 mod retention;
 mod s3;
-mod s3_outage;

@@ -3,6 +3,7 @@
 //! manifests before files and never the newest complete set.
 
 use crate::support::storage_util;
+use crate::support::temp_dir::TempDir;
 
 use std::collections::BTreeSet;
 
@@ -11,7 +12,7 @@ use megatron_trainer::storage::{CheckpointSets, SetFile, Store, TransferOptions}
 use serde_json::json;
 use storage_util::*;
 
-fn rank_files(dir: &TestDir, step: u64, sizes: &[u64]) -> Vec<SetFile> {
+fn rank_files(dir: &TempDir, step: u64, sizes: &[u64]) -> Vec<SetFile> {
     sizes
         .iter()
         .enumerate()
@@ -26,7 +27,7 @@ fn rank_files(dir: &TestDir, step: u64, sizes: &[u64]) -> Vec<SetFile> {
         .collect()
 }
 
-async fn exercise_protocol(store: Store, dir: TestDir) {
+async fn exercise_protocol(store: Store, dir: TempDir) {
     let sets = CheckpointSets::new(store.clone());
     let opts = TransferOptions {
         part_size: 5 * MIB as usize,
@@ -214,20 +215,20 @@ async fn exercise_protocol(store: Store, dir: TestDir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_protocol_on_s3() {
     let store = s3_store("sets").await;
-    exercise_protocol(store.clone(), TestDir::new("sets-s3")).await;
+    exercise_protocol(store.clone(), TempDir::new("sets-s3")).await;
     delete_all(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_protocol_on_local_directory() {
-    let dir = TestDir::new("sets-local");
+    let dir = TempDir::new("sets-local");
     let store = Store::local(dir.path().join("store")).unwrap();
     exercise_protocol(store, dir).await;
 }
 
 #[tokio::test]
 async fn bad_file_names_are_refused() {
-    let dir = TestDir::new("names");
+    let dir = TempDir::new("names");
     let sets = CheckpointSets::new(Store::local(dir.path().join("store")).unwrap());
     let src = dir.path().join("f");
     std::fs::write(&src, b"x").unwrap();

@@ -2,7 +2,9 @@
 //! multipart upload and concurrent ranged download of a 200 MB file, sha256
 //! and bytes equal, memory bounded; the local-directory twin behaves the same.
 
+use crate::support::common;
 use crate::support::storage_util;
+use crate::support::temp_dir::TempDir;
 
 use megatron_trainer::storage::{Store, TransferOptions};
 use object_store::ObjectStoreExt;
@@ -12,10 +14,26 @@ const SIZE: u64 = 200 * MIB + 12_345;
 /// RSS growth allowed during a transfer (parts in flight are 8 x 16 MiB).
 const RSS_BUDGET: u64 = 256 * MIB;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_file_round_trip_is_multipart_ranged_and_memory_bounded() {
+/// Alone in a child process: the memory bound is read from the process's peak RSS.
+#[test]
+fn large_file_round_trip_is_multipart_ranged_and_memory_bounded() {
+    common::alone(
+        module_path!(),
+        "large_file_round_trip_is_multipart_ranged_and_memory_bounded",
+        || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(large_file_round_trip())
+        },
+    );
+}
+
+async fn large_file_round_trip() {
     let store = s3_store("large").await;
-    let dir = TestDir::new("large");
+    let dir = TempDir::new("large");
     let src = dir.path().join("model.bin");
     let expected_sha = write_random_file(&src, SIZE, 7);
     let opts = TransferOptions::default();
@@ -121,7 +139,7 @@ async fn large_file_round_trip_is_multipart_ranged_and_memory_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_directory_twin_round_trips_the_same_way() {
-    let dir = TestDir::new("local-twin");
+    let dir = TempDir::new("local-twin");
     let store = Store::local(dir.path().join("store")).unwrap();
     let src = dir.path().join("src.bin");
     let size = 40 * MIB + 1;
@@ -165,7 +183,7 @@ async fn local_directory_twin_round_trips_the_same_way() {
 
 #[tokio::test]
 async fn local_directory_stale_uploads_are_cleaned() {
-    let dir = TestDir::new("local-stale");
+    let dir = TempDir::new("local-stale");
     let store = Store::local(dir.path().join("store")).unwrap();
     let path = store.path("ckpt/abandoned.bin").unwrap();
     let mut upload = store.object_store().put_multipart(&path).await.unwrap();

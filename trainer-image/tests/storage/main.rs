@@ -1,4 +1,4 @@
-//! Object storage: checkpoint sets, large files, S3 errors and S3 restarts.
+//! Object storage: checkpoint sets, large files, S3 errors (restarts: `s3_outages`).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -6,4 +6,3 @@ mod support;
 mod checkpoint_sets;
 mod large_files;
 mod s3_errors;
-mod s3_restart;

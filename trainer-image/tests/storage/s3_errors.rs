@@ -3,6 +3,7 @@
 //! multipart uploads a crashed writer left behind.
 
 use crate::support::storage_util;
+use crate::support::temp_dir::TempDir;
 
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ async fn missing_bucket_is_named() {
     let mut cfg = quick_retry(s3_config("p", &[]));
     cfg.bucket = format!("no-such-bucket-{}", std::process::id());
     let store = Store::s3(cfg.clone()).unwrap();
-    let dir = TestDir::new("nobucket");
+    let dir = TempDir::new("nobucket");
     // Read-only operations: SeaweedFS creates a missing bucket on PUT
     // (AWS answers NoSuchBucket), so writes would not show the error here.
     for err in [
@@ -151,7 +152,7 @@ async fn stale_multipart_uploads_are_listed_and_aborted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_upload_aborts_its_multipart_upload() {
     let store = s3_store("abort").await;
-    let dir = TestDir::new("abort");
+    let dir = TempDir::new("abort");
     let src = dir.path().join("f.bin");
     write_random_file(&src, 100 * MIB, 3);
     let opts = TransferOptions {

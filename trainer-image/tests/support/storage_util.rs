@@ -74,6 +74,13 @@ pub fn quick_retries(max_retries: usize) -> RetryPolicy {
     }
 }
 
+/// Held by a test that stops the S3 server: the `s3_outages` binary holds only
+/// such tests, and they take turns.
+pub fn outage() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `e2e/cluster/restart-s3 ARG` (stops and/or starts the S3 server).
 pub fn restart_s3(arg: &str) {
     let script = e2e_dir().join("cluster/restart-s3");
@@ -165,27 +172,6 @@ pub fn reset_peak_rss() {
 }
 
 pub const MIB: u64 = 1024 * 1024;
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TestDir(pub PathBuf);
-
-impl TestDir {
-    pub fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("megatron-{}", unique_prefix(test)));
-        std::fs::create_dir_all(&dir).unwrap();
-        TestDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Deletes every object under the store's root (tests clean up their prefix).
 pub async fn delete_all(store: &Store) {

@@ -2,7 +2,7 @@
 //! upload (e2e/cluster/restart-s3): the save fails with a retryable error,
 //! the previous checkpoint stays the latest, a restarted gang resumes from
 //! it (aborting the abandoned multipart upload), and saving works again once
-//! the server is back. Its own test binary: nothing else runs during the outage.
+//! the server is back. In the `s3_outages` binary: nothing else uses S3 during the outage.
 
 use crate::support::resume_s3_util;
 use crate::support::resume_util;
@@ -19,6 +19,7 @@ use tch::{Kind, Tensor};
 
 #[test]
 fn s3_stopped_mid_upload_keeps_the_previous_checkpoint_and_recovers() {
+    let _outage = storage_util::outage();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = s3_store(&rt, "resume-outage");
     let env = storage_util::cluster_env();

@@ -4,6 +4,7 @@
 //! abandoned multipart upload can be cleaned up.
 
 use crate::support::storage_util;
+use crate::support::temp_dir::TempDir;
 
 use std::time::Duration;
 
@@ -11,8 +12,18 @@ use megatron_trainer::storage::{CheckpointSets, SetFile, Store, TransferOptions}
 use serde_json::json;
 use storage_util::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_stopped_mid_upload_then_retry_completes() {
+#[test]
+fn server_stopped_mid_upload_then_retry_completes() {
+    let _outage = storage_util::outage();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(stop_mid_upload_then_retry());
+}
+
+async fn stop_mid_upload_then_retry() {
     let env = cluster_env();
     let endpoint = env["MEGATRON_S3_ENDPOINT"].clone();
     let prefix = unique_prefix("restart");
@@ -21,7 +32,7 @@ async fn server_stopped_mid_upload_then_retry_completes() {
     let store = Store::s3(cfg).unwrap();
     store.create_bucket().await.unwrap();
     let sets = CheckpointSets::new(store.clone());
-    let dir = TestDir::new("restart");
+    let dir = TempDir::new("restart");
     let opts = TransferOptions {
         part_size: 5 * MIB as usize,
         concurrency: 1,
