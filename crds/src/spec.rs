@@ -41,7 +41,7 @@ pub enum Mode {
     shortname = "mft",
     category = "megatron",
     derive = "PartialEq",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Restarting, Succeeded, Failed or Suspended"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Restarting, Succeeded, Failed, Suspended or Queued"),
     printcolumn(name = "Task", type_ = "string", json_path = ".spec.task.type", description = "Downstream task"),
     printcolumn(name = "TP", type_ = "integer", json_path = ".spec.parallelism.tensorParallelSize", description = "Tensor-parallel size"),
     printcolumn(name = "Ranks", type_ = "integer", json_path = ".status.ranks", description = "World size (tensor x data parallel)"),

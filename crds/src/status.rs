@@ -30,6 +30,9 @@ pub enum Phase {
     Failed,
     /// spec.runPolicy.suspend is true; no pods run.
     Suspended,
+    /// Waiting for Kueue to admit the job (label `kueue.x-k8s.io/queue-name`), at first or
+    /// after an eviction; no pods run. Re-admitted, it resumes from its latest checkpoint.
+    Queued,
 }
 
 impl Phase {
@@ -42,6 +45,7 @@ impl Phase {
             Self::Succeeded => "Succeeded",
             Self::Failed => "Failed",
             Self::Suspended => "Suspended",
+            Self::Queued => "Queued",
         }
     }
 
@@ -69,6 +73,19 @@ pub mod condition_types {
     pub const STALLED: &str = "Stalled";
     /// The pretrained weights are resolved (False with reason Fetching while they download).
     pub const MODEL_READY: &str = "ModelReady";
+    /// Kueue holds the job: not admitted yet (reason WaitingForAdmission) or evicted (reason
+    /// Evicted, the message carries Kueue's reason: Preempted, PodsReadyTimeout, ...).
+    pub const QUEUED: &str = "Queued";
+}
+
+/// Reasons of the Queued condition.
+pub mod queue_reasons {
+    /// Kueue has not admitted the job's Workload yet.
+    pub const WAITING_FOR_ADMISSION: &str = "WaitingForAdmission";
+    /// Kueue evicted the running gang; it waits to be admitted again.
+    pub const EVICTED: &str = "Evicted";
+    /// Kueue admitted the job (condition False).
+    pub const ADMITTED: &str = "Admitted";
 }
 
 /// Reasons of the ModelReady condition.
@@ -83,12 +100,13 @@ pub mod model_reasons {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MegatronFineTuneStatus {
-    /// Pending, Running, Restarting, Succeeded, Failed or Suspended.
+    /// Pending, Running, Restarting, Succeeded, Failed, Suspended or Queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::optional_enum::<Phase>")]
     pub phase: Option<Phase>,
 
-    /// Conditions by type: Running, Succeeded, Failed, Suspended, Reconciling, Stalled.
+    /// Conditions by type: Running, Succeeded, Failed, Suspended, Queued, Reconciling, Stalled,
+    /// Ready, ModelReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -113,6 +131,12 @@ pub struct MegatronFineTuneStatus {
     /// latestCheckpoint.step when the last restart was decided. Operator-owned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_checkpoint_step: Option<i64>,
+
+    /// Times Kueue evicted the running gang (preemption, PodsReady timeout, ...); each went back
+    /// to Queued and resumed from its latest checkpoint. Not counted against maxRestarts.
+    /// Operator-owned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions: Option<i32>,
 
     /// World size (tensorParallelSize x dataParallelSize).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,10 @@ CRI_TOOLS_VERSION=v1.37.0
 DISTRIBUTION_VERSION=v3.1.2
 # crane (go-containerregistry) pushes the images made by scripts/images to the registry.
 GGCR_VERSION=v0.22.1
+# Kueue: the newest release the Go module proxy serves (`go list -m -versions
+# sigs.k8s.io/kueue`); no replace directives, so `go install`ed; its Helm chart comes
+# from the same module.
+KUEUE_VERSION=v0.17.0
 
 CLUSTER_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_SCRIPTS_DIR/../.." && pwd)"
@@ -40,6 +44,7 @@ COREDNS_BIN="$BIN_CACHE/coredns-$COREDNS_VERSION"
 CRI_TOOLS_BIN="$BIN_CACHE/cri-tools-$CRI_TOOLS_VERSION"
 REGISTRY_BIN="$BIN_CACHE/distribution-$DISTRIBUTION_VERSION"
 CRANE_BIN="$BIN_CACHE/crane-$GGCR_VERSION"
+KUEUE_BIN="$BIN_CACHE/kueue-$KUEUE_VERSION"
 # The pause binary (the kubelet's sandbox image), compiled from the Kubernetes source.
 PAUSE_BIN="$BIN_CACHE/pause-$KUBERNETES_VERSION"
 

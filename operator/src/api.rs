@@ -100,6 +100,10 @@ pub fn read(job: &MegatronFineTune) -> Result<Read> {
         restart_checkpoint_step: status
             .restart_checkpoint_step
             .and_then(|s| u64::try_from(s).ok()),
+        evictions: status
+            .evictions
+            .and_then(|e| u32::try_from(e).ok())
+            .unwrap_or(0),
         observed_generation: status.observed_generation,
         start_time: time(&status.start_time),
         completion_time: time(&status.completion_time),
@@ -123,6 +127,10 @@ pub fn read(job: &MegatronFineTune) -> Result<Read> {
             .latest_checkpoint
             .as_ref()
             .and_then(|c| u64::try_from(c.step).ok()),
+        checkpoint_time: status
+            .latest_checkpoint
+            .as_ref()
+            .and_then(|c| time(&c.time)),
         result: status.result.as_ref().map(|r| TrainerResult {
             attempt: u32::try_from(r.attempt).unwrap_or(u32::MAX),
             succeeded: r.outcome == Outcome::Succeeded,
@@ -179,6 +187,10 @@ pub fn status_apply(job: &MegatronFineTune, status: &OwnedStatus) -> Value {
     put(
         "restartCheckpointStep",
         status.restart_checkpoint_step.map(|s| json!(s)),
+    );
+    put(
+        "evictions",
+        (status.evictions > 0).then(|| json!(status.evictions)),
     );
     put(
         "observedGeneration",

@@ -47,6 +47,12 @@ pub struct OperatorConfig {
     #[arg(long, env = "MEGATRON_MODEL_NGC_URL", default_value = crds::published::NGC_BASE_URL)]
     pub model_ngc_url: String,
 
+    /// Queue jobs labelled `kueue.x-k8s.io/queue-name` through Kueue (its CRDs must be
+    /// installed): the operator owns each such job's Workload and runs the gang only while
+    /// Kueue admits it.
+    #[arg(long, env = "MEGATRON_KUEUE", default_value_t = false)]
+    pub kueue: bool,
+
     /// UID/GID trainer containers run as (they must not run as root).
     #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 65532)]
     pub trainer_uid: i64,

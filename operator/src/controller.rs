@@ -33,6 +33,7 @@ use crate::{
     children::{JOB_LABEL, MANAGED_SELECTOR},
     config::OperatorConfig,
     http::{self, Health},
+    kueue::workload::Workload,
     leader::{Election, LeaseConfig},
     metrics::Metrics,
     reconciler::{self, Context},
@@ -194,7 +195,7 @@ impl Operator {
             trigger,
             tasks: Vec::new(),
         };
-        let stores = caches.stores();
+        let stores = caches.stores(self.config.kueue);
         info!("waiting for the caches to fill");
         stores.ready().await;
         info!("caches ready, reconciling");
@@ -271,8 +272,8 @@ struct Caches {
 }
 
 impl Caches {
-    /// Starts every cache the reconciler reads.
-    fn stores(&mut self) -> Stores {
+    /// Starts every cache the reconciler reads (Workloads only with Kueue).
+    fn stores(&mut self, kueue: bool) -> Stores {
         let pods = self.cache(watcher::Config::default().labels(JOB_LABEL), |pod: &Pod| {
             job_of_pod(pod).into_iter().collect()
         });
@@ -285,6 +286,7 @@ impl Caches {
             role_bindings: self.managed::<RoleBinding>(),
             nodes: self.nodes(pods.clone()),
             pods,
+            workloads: kueue.then(|| self.managed::<Workload>()),
         }
     }
 

@@ -26,6 +26,17 @@ pub enum Error {
     /// Publishing an Event failed.
     #[error("could not publish event: {0}")]
     Event(kube::Error),
+    /// The job's `kueue.x-k8s.io/priority-class` names no WorkloadPriorityClass.
+    #[error(
+        "label kueue.x-k8s.io/priority-class names WorkloadPriorityClass {name:?}, which cannot \
+         be read ({source}): create it or fix the label"
+    )]
+    PriorityClass {
+        /// The class named.
+        name: String,
+        /// Why it could not be read.
+        source: kube::Error,
+    },
 }
 
 /// What kind of failure an [`Error`] is: the reconciler's retry decision and the
@@ -48,6 +59,8 @@ pub enum ErrorReason {
     Event,
     /// The reconciliation timed out.
     Timeout,
+    /// A Kueue object the job names is missing.
+    Kueue,
 }
 
 impl ErrorReason {
@@ -62,6 +75,7 @@ impl ErrorReason {
             Self::Metadata => "metadata",
             Self::Event => "event",
             Self::Timeout => "timeout",
+            Self::Kueue => "kueue",
         }
     }
 }
@@ -78,6 +92,7 @@ impl Error {
             Error::MissingMetadata(_) => ErrorReason::Metadata,
             Error::Event(_) => ErrorReason::Event,
             Error::Timeout(_) => ErrorReason::Timeout,
+            Error::PriorityClass { .. } => ErrorReason::Kueue,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod error;
 pub mod http;
 pub mod job;
+pub mod kueue;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;

@@ -25,6 +25,7 @@ use crate::{
     config::OperatorConfig,
     error::{Error, ErrorReason, Result},
     job::JobView,
+    kueue::{self, admission::Placement},
     lifecycle::{
         decide::{Decision, Inputs, decide},
         gang,
@@ -110,6 +111,10 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
         .is_some_and(|s| template_is_current(s, attempt));
     let generation = job.metadata.generation.unwrap_or_default();
     let desired_pods = read.view.as_ref().map_or(0, JobView::pods);
+    let queue = match &read.view {
+        Ok(view) => kueue::sync::observe(ctx, job, view, attempt).await?,
+        Err(_) => None,
+    };
     let decision = decide(&Inputs {
         now,
         generation,
@@ -121,6 +126,7 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
         world_size: read.view.as_ref().map_or(0, |v| i64::from(v.world_size)),
         stateful_set_current,
         invalid: read.view.as_ref().err().map(ToString::to_string),
+        queue: queue.as_ref().map(|q| &q.gate),
     });
 
     let jobs: Api<MegatronFineTune> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -150,8 +156,9 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
     }
     publish(ctx, job, &decision).await;
 
+    let placement = queue.as_ref().map(|q| &q.placement);
     match &read.view {
-        Ok(view) => apply_children(ctx, view, &decision).await?,
+        Ok(view) => apply_children(ctx, view, &decision, placement).await?,
         Err(_) => scale_down_orphan(ctx, &namespace, sts.as_deref()).await?,
     }
 
@@ -165,6 +172,13 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
     }
     if !decision.delete_pods.is_empty() {
         info!(%name, %namespace, attempt = decision.status.restarts, pods = decision.delete_pods.len(), "deleted the gang's pods of the previous attempt");
+    }
+    if let Some(queue) = &queue {
+        let checkpoint = read
+            .trainer
+            .checkpoint_step
+            .zip(read.trainer.checkpoint_time);
+        kueue::sync::publish(ctx, queue, &decision, &observation, checkpoint, now).await?;
     }
     Ok(Action::requeue(
         decision
@@ -272,7 +286,12 @@ where
     Ok(())
 }
 
-async fn apply_children(ctx: &Context, view: &JobView, decision: &Decision) -> Result<()> {
+async fn apply_children(
+    ctx: &Context,
+    view: &JobView,
+    decision: &Decision,
+    placement: Option<&Placement>,
+) -> Result<()> {
     use children::{config_map, rbac, service, stateful_set};
     let (client, stores) = (&ctx.client, &ctx.stores);
     // Independent children go out together. The RoleBinding follows its Role (RBAC checks a
@@ -305,12 +324,15 @@ async fn apply_children(ctx: &Context, view: &JobView, decision: &Decision) -> R
         "RoleBinding",
     )
     .await?;
-    let sts = stateful_set::build(
+    let mut sts = stateful_set::build(
         view,
         &ctx.config,
         decision.status.restarts,
         decision.replicas,
     );
+    if let (Some(placement), Some(pod)) = (placement, sts.spec.template.spec.as_mut()) {
+        placement.apply(pod);
+    }
     apply(client, &stores.stateful_sets, sts, "StatefulSet").await
 }
 

@@ -7,6 +7,8 @@ use k8s_openapi::api::{
 };
 use kube::runtime::reflector::Store;
 
+use crate::kueue::workload::Workload;
+
 /// Readers of the reflector stores.
 #[derive(Clone)]
 pub struct Stores {
@@ -26,6 +28,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Nodes (for the NotReady check).
     pub nodes: Store<Node>,
+    /// Kueue Workloads of queued jobs (with `--kueue`).
+    pub workloads: Option<Store<Workload>>,
 }
 
 impl Stores {
@@ -40,6 +44,11 @@ impl Stores {
             self.role_bindings.wait_until_ready(),
             self.pods.wait_until_ready(),
             self.nodes.wait_until_ready(),
+            async {
+                if let Some(workloads) = &self.workloads {
+                    let _ = workloads.wait_until_ready().await;
+                }
+            },
         );
     }
 }

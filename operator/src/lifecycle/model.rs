@@ -42,6 +42,8 @@ pub struct OwnedStatus {
     pub last_restart_time: Option<Timestamp>,
     /// `latestCheckpoint.step` when the last restart was decided.
     pub restart_checkpoint_step: Option<u64>,
+    /// Times Kueue evicted the running gang.
+    pub evictions: u32,
     /// Generation last reconciled.
     pub observed_generation: Option<i64>,
     /// When the job (last) started running, reset on resume.
@@ -75,6 +77,8 @@ pub struct TrainerReport {
     pub last_step_time: Option<Timestamp>,
     /// Step of the newest checkpoint.
     pub checkpoint_step: Option<u64>,
+    /// When it became complete.
+    pub checkpoint_time: Option<Timestamp>,
     /// Final result, if one was reported.
     pub result: Option<TrainerResult>,
     /// Where the published weights are (status.model), when the job uses them.
@@ -101,6 +105,25 @@ pub struct TrainerResult {
     pub reason: String,
     /// Message.
     pub message: String,
+}
+
+/// What Kueue says of a job it queues (the job's Workload), for jobs with the
+/// `kueue.x-k8s.io/queue-name` label when the operator runs with Kueue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueGate {
+    /// The Workload has quota and is admitted (`Admitted=True`).
+    pub admitted: bool,
+    /// `Evicted=True`: Kueue's reason (Preempted, PodsReadyTimeout, ...) and message.
+    pub evicted: Option<(String, String)>,
+    /// Why it waits (the `QuotaReserved=False` message), when Kueue said.
+    pub waiting: Option<String>,
+}
+
+impl QueueGate {
+    /// The gang may run: admitted and not evicted.
+    pub fn runs(&self) -> bool {
+        self.admitted && self.evicted.is_none()
+    }
 }
 
 /// Run policy, with defaults applied.

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crds::status::{condition_types, model_reasons};
+use crds::status::{condition_types, model_reasons, queue_reasons};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
     gang::{GangObservation, StalePod},
-    model::{Condition, OwnedStatus, Phase, RunPolicy, TrainerReport},
+    model::{Condition, OwnedStatus, Phase, QueueGate, RunPolicy, TrainerReport},
 };
 
 /// Everything a decision reads.
@@ -34,6 +34,8 @@ pub struct Inputs<'a> {
     pub stateful_set_current: bool,
     /// Why the spec cannot run, if it cannot.
     pub invalid: Option<String>,
+    /// Kueue's word on a job it queues; `None` when Kueue does not manage the job.
+    pub queue: Option<&'a QueueGate>,
 }
 
 /// A phase transition (or restart) worth an Event.
@@ -161,13 +163,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     }
 
     let mut phase = before.unwrap_or(Phase::Pending);
-    if phase == Phase::Suspended && !policy.suspend {
-        // Resumed: the deadline clock starts again, like a Job's.
+    let queued = inputs.queue.filter(|gate| !gate.runs());
+    let held = policy.suspend || queued.is_some();
+    if matches!(phase, Phase::Suspended | Phase::Queued) && !held {
+        // Resumed or admitted: the deadline clock starts again, like a Job's.
         step.status.start_time = None;
         phase = Phase::Pending;
     }
     step.status.phase = Some(phase);
-    if step.status.start_time.is_none() && !policy.suspend {
+    if step.status.start_time.is_none() && !held {
         step.status.start_time = Some(now);
     }
     step.status.ready_pods = Some(i64::from(inputs.gang.ready));
@@ -200,6 +204,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         step.status.start_time = None;
         step.reason = "Suspended".into();
         step.message = "spec.runPolicy.suspend is true: the gang is scaled to zero".into();
+    } else if let Some(gate) = queued {
+        queue(&mut step, gate, before);
     } else if deadline.is_some_and(|d| now >= d) {
         let limit = policy.active_deadline.unwrap_or_default().as_secs();
         step.finish(
@@ -216,7 +222,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
 
     let mut delete = Vec::new();
     let phase = step.status.phase.unwrap_or(Phase::Pending);
-    if !phase.is_finished() && phase != Phase::Suspended && !inputs.gang.stale.is_empty() {
+    let stopped = matches!(phase, Phase::Suspended | Phase::Queued);
+    if !phase.is_finished() && !stopped && !inputs.gang.stale.is_empty() {
         let backoff_ends = step
             .status
             .last_restart_time
@@ -232,6 +239,32 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         }
     }
     conclude(step, before, delete, false)
+}
+
+/// Held by Kueue: not admitted yet, or evicted (counted once, when a gang that was let run
+/// is stopped). Waiting does not count toward activeDeadlineSeconds.
+fn queue(step: &mut Step<'_>, gate: &QueueGate, before: Option<Phase>) {
+    step.status.phase = Some(Phase::Queued);
+    step.status.start_time = None;
+    match &gate.evicted {
+        Some((reason, message)) => {
+            if before.is_some_and(|p| p != Phase::Queued) {
+                step.status.evictions += 1;
+            }
+            step.reason = queue_reasons::EVICTED.into();
+            step.message = format!(
+                "Kueue evicted the gang ({reason}: {message}); it resumes from its latest \
+                 checkpoint when admitted again"
+            );
+        }
+        None => {
+            step.reason = queue_reasons::WAITING_FOR_ADMISSION.into();
+            step.message = gate
+                .waiting
+                .clone()
+                .unwrap_or_else(|| "waiting for Kueue to admit the job's Workload".to_owned());
+        }
+    }
 }
 
 /// The running part: failures, hangs and the Pending/Running/Restarting phase.
@@ -342,12 +375,13 @@ fn conclude(
         wait.max(Duration::from_millis(500))
     });
     let finished = phase.is_finished();
-    let replicas =
-        if (finished && !inputs.policy.keep_pods_when_finished) || phase == Phase::Suspended {
-            0
-        } else {
-            inputs.desired_pods as i32
-        };
+    let replicas = if (finished && !inputs.policy.keep_pods_when_finished)
+        || matches!(phase, Phase::Suspended | Phase::Queued)
+    {
+        0
+    } else {
+        inputs.desired_pods as i32
+    };
     Decision {
         status: step.status,
         replicas,
@@ -403,6 +437,14 @@ fn conditions(
             if is(Phase::Suspended) { active } else { quiet },
         ),
     ];
+    if inputs.queue.is_some() {
+        let admitted = (queue_reasons::ADMITTED, "");
+        wanted.push((
+            condition_types::QUEUED,
+            is(Phase::Queued),
+            if is(Phase::Queued) { active } else { admitted },
+        ));
+    }
     if is(Phase::Succeeded) {
         wanted.push((condition_types::SUCCEEDED, true, active));
     }

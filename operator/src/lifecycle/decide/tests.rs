@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::lifecycle::{
     gang::{GangObservation, RankFailure, StalePod},
-    model::{ModelReport, OwnedStatus, Phase, RunPolicy, TrainerReport, TrainerResult},
+    model::{ModelReport, OwnedStatus, Phase, QueueGate, RunPolicy, TrainerReport, TrainerResult},
 };
 
 fn t0() -> Timestamp {
@@ -21,6 +21,7 @@ struct Case {
     trainer: TrainerReport,
     gang: GangObservation,
     current: bool,
+    queue: Option<QueueGate>,
 }
 
 impl Case {
@@ -35,6 +36,7 @@ impl Case {
             trainer: TrainerReport::default(),
             gang: GangObservation::default(),
             current: true,
+            queue: None,
         }
     }
 
@@ -56,6 +58,7 @@ impl Case {
             world_size: 4,
             stateful_set_current: self.current,
             invalid: None,
+            queue: self.queue.as_ref(),
         })
     }
 
@@ -372,4 +375,105 @@ fn model_ready_follows_the_trainers_model_status() {
     assert!(ready.status);
     assert_eq!(ready.reason, "Resolved");
     assert_eq!(ready.last_transition_time, case.now);
+}
+
+fn admitted() -> QueueGate {
+    QueueGate {
+        admitted: true,
+        ..QueueGate::default()
+    }
+}
+
+fn evicted(reason: &str) -> QueueGate {
+    QueueGate {
+        admitted: true,
+        evicted: Some((reason.into(), "by a higher priority workload".into())),
+        waiting: None,
+    }
+}
+
+#[test]
+fn a_queued_job_waits_for_admission_without_pods_or_deadline_clock() {
+    let mut case = Case::new();
+    case.policy.active_deadline = Some(Duration::from_secs(60));
+    case.queue = Some(QueueGate {
+        waiting: Some("couldn't assign flavors to pod set ranks: insufficient quota".into()),
+        ..QueueGate::default()
+    });
+    let d = case.step(600);
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert_eq!(d.replicas, 0);
+    assert_eq!(
+        d.status.start_time, None,
+        "waiting does not count toward the deadline"
+    );
+    let queued = d.status.condition("Queued").unwrap();
+    assert!(queued.status);
+    assert_eq!(queued.reason, "WaitingForAdmission");
+    assert!(queued.message.contains("insufficient quota"));
+    assert!(!d.status.condition("Reconciling").unwrap().status);
+    // Admitted ten minutes later: starts, and the deadline clock starts now.
+    case.queue = Some(admitted());
+    let d = case.step(0);
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    assert_eq!(d.replicas, 2);
+    assert_eq!(d.status.start_time, Some(t0() + Duration::from_secs(600)));
+    let queued = d.status.condition("Queued").unwrap();
+    assert!(!queued.status);
+    assert_eq!(queued.reason, "Admitted");
+    assert_eq!(d.status.evictions, 0);
+}
+
+#[test]
+fn an_evicted_gang_stops_requeues_and_counts_once_without_a_restart() {
+    let mut case = Case::new().ready(2);
+    case.queue = Some(admitted());
+    assert_eq!(case.step(30).status.phase, Some(Phase::Running));
+    case.queue = Some(evicted("Preempted"));
+    let d = case.step(1);
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert_eq!(
+        d.replicas, 0,
+        "the gang stops (SIGTERM: the trainer checkpoints)"
+    );
+    assert_eq!(d.status.evictions, 1);
+    assert_eq!((d.status.restarts, d.status.counted_restarts), (0, 0));
+    assert_eq!(d.transition.as_ref().unwrap().reason, "Evicted");
+    assert!(d.transition.as_ref().unwrap().message.contains("Preempted"));
+    // Still evicted while the pods go, then waiting again: counted once.
+    assert_eq!(case.step(1).status.evictions, 1);
+    case.queue = Some(QueueGate::default());
+    case.gang = GangObservation::default();
+    let d = case.step(60);
+    assert_eq!(
+        (d.status.phase, d.status.evictions),
+        (Some(Phase::Queued), 1)
+    );
+    // Re-admitted: runs again as the same attempt (the trainer resumes from its checkpoint).
+    case.queue = Some(admitted());
+    let d = case.step(0);
+    assert_eq!((d.status.phase, d.replicas), (Some(Phase::Pending), 2));
+    assert_eq!(d.status.restarts, 0);
+}
+
+#[test]
+fn suspend_wins_over_the_queue_and_finished_jobs_ignore_it() {
+    let mut case = Case::new();
+    case.policy.suspend = true;
+    case.queue = Some(admitted());
+    assert_eq!(case.step(0).status.phase, Some(Phase::Suspended));
+    case.policy.suspend = false;
+    case.trainer.result = Some(TrainerResult {
+        attempt: 0,
+        succeeded: true,
+        reason: "Completed".into(),
+        message: String::new(),
+    });
+    assert_eq!(case.step(0).status.phase, Some(Phase::Succeeded));
+    case.queue = Some(evicted("Preempted"));
+    let d = case.step(0);
+    assert_eq!(
+        (d.status.phase, d.status.evictions),
+        (Some(Phase::Succeeded), 0)
+    );
 }
