@@ -140,7 +140,8 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
 
-    /// Seconds a pod gets after SIGTERM (the trainer saves a checkpoint when it can).
+    /// Seconds a pod gets after SIGTERM before SIGKILL (its ranks stop; work since the latest
+    /// checkpoint is redone when the job runs again).
     /// Default: 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]

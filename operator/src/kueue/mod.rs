@@ -7,8 +7,9 @@
 //!    (phase Queued);
 //! 2. once admitted, run the gang with the admitted flavors' node labels and tolerations;
 //! 3. write `PodsReady` (with `waitForPodsReady`, Kueue evicts a Workload without it);
-//! 4. when evicted, stop the gang (its ranks checkpoint on SIGTERM), then release the quota
-//!    (`status.admission` cleared, `QuotaReserved=False`) so Kueue queues it again;
+//! 4. when evicted, stop the gang (re-admitted, it resumes from its latest checkpoint), then
+//!    release the quota (`status.admission` cleared, `QuotaReserved=False`) so Kueue queues
+//!    it again;
 //! 5. once the job finished, mark the Workload `Finished`, which frees the quota;
 //!
 //! and publish the latest checkpoint's step and time on the Workload, for whoever picks the

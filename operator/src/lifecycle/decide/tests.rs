@@ -432,10 +432,7 @@ fn an_evicted_gang_stops_requeues_and_counts_once_without_a_restart() {
     case.queue = Some(evicted("Preempted"));
     let d = case.step(1);
     assert_eq!(d.status.phase, Some(Phase::Queued));
-    assert_eq!(
-        d.replicas, 0,
-        "the gang stops (SIGTERM: the trainer checkpoints)"
-    );
+    assert_eq!(d.replicas, 0, "the gang stops");
     assert_eq!(d.status.evictions, 1);
     assert_eq!((d.status.restarts, d.status.counted_restarts), (0, 0));
     assert_eq!(d.transition.as_ref().unwrap().reason, "Evicted");
