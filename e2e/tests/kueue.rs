@@ -17,7 +17,7 @@ use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
-use operator_common::{World, condition, job_phase, spec, wait};
+use operator_common::{RunningOperator, World, condition, job_phase, spec, wait};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -138,6 +138,26 @@ async fn remove_queues(world: &World) {
     }
 }
 
+/// A world whose namespace has queues for one job (2 cores) and the operator running with
+/// `--kueue`.
+async fn kueue_world(name: &str) -> Result<(World, RunningOperator)> {
+    kueue_up().await?;
+    let world = World::new(name).await?;
+    queues(&world, 2).await?;
+    let mut config = world.operator_config();
+    config.kueue = true;
+    let operator = world.start_operator(config).await?;
+    Ok((world, operator))
+}
+
+/// Stops the operator and removes the world with its cluster-scoped Kueue objects.
+async fn finish(world: World, operator: RunningOperator) -> Result<()> {
+    operator.stop().await?;
+    remove_queues(&world).await;
+    world.cleanup().await;
+    Ok(())
+}
+
 /// A queued job of 2 pods x 1 core (TP2 x DP2, 2 ranks per pod) in LocalQueue `team`.
 async fn queued_job(world: &World, name: &str, priority: Option<&str>) -> Result<()> {
     let mut labels = json!({ "kueue.x-k8s.io/queue-name": "team" });
@@ -188,12 +208,7 @@ async fn succeed(world: &World, job: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_job_waits_in_the_queue_until_the_first_finishes() -> Result<()> {
-    kueue_up().await?;
-    let world = World::new("kueue-fifo").await?;
-    queues(&world, 2).await?;
-    let mut config = world.operator_config();
-    config.kueue = true;
-    let operator = world.start_operator(config).await?;
+    let (world, operator) = kueue_world("kueue-fifo").await?;
 
     queued_job(&world, "first", None).await?;
     world.wait_phase("first", "Running", T).await?;
@@ -240,21 +255,13 @@ async fn a_second_job_waits_in_the_queue_until_the_first_finishes() -> Result<()
         condition(&second, "Queued").context("Queued")?.reason,
         "Admitted"
     );
-    operator.stop().await?;
-    remove_queues(&world).await;
-    world.cleanup().await;
-    Ok(())
+    finish(world, operator).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_high_priority_job_preempts_a_low_priority_one_which_requeues_and_runs_again()
 -> Result<()> {
-    kueue_up().await?;
-    let world = World::new("kueue-preempt").await?;
-    queues(&world, 2).await?;
-    let mut config = world.operator_config();
-    config.kueue = true;
-    let operator = world.start_operator(config).await?;
+    let (world, operator) = kueue_world("kueue-preempt").await?;
 
     queued_job(&world, "low", Some("low")).await?;
     world.wait_phase("low", "Running", T).await?;
@@ -303,21 +310,13 @@ async fn a_high_priority_job_preempts_a_low_priority_one_which_requeues_and_runs
         (Some(1), 0),
         "requeued, not restarted"
     );
-    operator.stop().await?;
-    remove_queues(&world).await;
-    world.cleanup().await;
-    Ok(())
+    finish(world, operator).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gang_whose_pods_never_become_ready_is_evicted_and_requeued_not_left_half_running()
 -> Result<()> {
-    kueue_up().await?;
-    let world = World::new("kueue-ready").await?;
-    queues(&world, 2).await?;
-    let mut config = world.operator_config();
-    config.kueue = true;
-    let operator = world.start_operator(config).await?;
+    let (world, operator) = kueue_world("kueue-ready").await?;
     world.kubelet.set_pod_mode(e2e::kubelet::PodMode::Hold);
 
     queued_job(&world, "stuck", None).await?;
@@ -346,8 +345,5 @@ async fn a_gang_whose_pods_never_become_ready_is_evicted_and_requeued_not_left_h
     let stuck = world.wait_phase("stuck", "Running", T).await?;
     assert_eq!(job_phase(&stuck), "Running");
     assert_eq!(stuck.status.context("status")?.evictions, Some(1));
-    operator.stop().await?;
-    remove_queues(&world).await;
-    world.cleanup().await;
-    Ok(())
+    finish(world, operator).await
 }

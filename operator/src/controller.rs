@@ -32,11 +32,12 @@ use tracing::{info, warn};
 use crate::{
     children::{JOB_LABEL, MANAGED_SELECTOR},
     config::OperatorConfig,
+    context::Context,
     http::{self, Health},
     kueue::workload::Workload,
     leader::{Election, LeaseConfig},
     metrics::Metrics,
-    reconciler::{self, Context},
+    reconciler,
     stores::Stores,
 };
 

@@ -7,6 +7,7 @@ pub mod api_writes;
 pub mod children;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod error;
 pub mod http;

@@ -12,7 +12,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType},
         reflector::{ObjectRef, Store},
     },
 };
@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::{
     api,
     children::{self, ATTEMPT_LABEL, FIELD_MANAGER, JOB_LABEL, Names},
-    config::OperatorConfig,
+    context::Context,
     error::{Error, ErrorReason, Result},
     job::JobView,
     kueue::{self, admission::Placement},
@@ -30,26 +30,10 @@ use crate::{
         decide::{Decision, Inputs, decide},
         gang,
     },
-    metrics::Metrics,
-    stores::Stores,
 };
 
 /// Longest a reconciliation may take before it is abandoned and retried.
 pub const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Shared state of all reconciliations.
-pub struct Context {
-    /// API client (with the write-counting layer).
-    pub client: Client,
-    /// Operator settings.
-    pub config: Arc<OperatorConfig>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Event recorder.
-    pub recorder: Recorder,
-    /// Informer caches.
-    pub stores: Stores,
-}
 
 /// Entry point called by the controller.
 pub async fn reconcile(job: Arc<MegatronFineTune>, ctx: Arc<Context>) -> Result<Action> {

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     children::stateful_set,
+    context::Context,
     error::{Error, Result},
     job::JobView,
     lifecycle::{
@@ -26,7 +27,6 @@ use crate::{
         gang::GangObservation,
         model::{Phase, QueueGate},
     },
-    reconciler::Context,
 };
 
 /// Kueue's state of a queued job in this reconcile.
