@@ -68,8 +68,18 @@ fn del(v: &mut Value, path: &str) {
     cur.as_object_mut().unwrap().remove(leaf);
 }
 
-/// Server-side dry-run create; Err(message) when rejected.
-async fn dry_run(api: &Api<DynamicObject>, manifest: &Value) -> Result<(), String> {
+/// The API server's answer to a request it refused: its message, the value under test.
+#[derive(Debug)]
+struct Rejected(String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Server-side dry-run create; the API server's message when it refuses.
+async fn dry_run(api: &Api<DynamicObject>, manifest: &Value) -> Result<(), Rejected> {
     let obj: DynamicObject = serde_json::from_value(manifest.clone()).unwrap();
     let params = PostParams {
         dry_run: true,
@@ -77,7 +87,7 @@ async fn dry_run(api: &Api<DynamicObject>, manifest: &Value) -> Result<(), Strin
     };
     match api.create(&params, &obj).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) => Err(status.message.clone()),
+        Err(kube::Error::Api(status)) => Err(Rejected(status.message.clone())),
         Err(e) => panic!("dry run failed without an API answer: {e}"),
     }
 }
@@ -723,7 +733,7 @@ async fn invalid_specs_are_rejected_with_messages_naming_the_field() {
         (case.edit)(&mut manifest);
         match dry_run(&api, &manifest).await {
             Ok(()) => failures.push(format!("{}: accepted", case.name)),
-            Err(message) => {
+            Err(Rejected(message)) => {
                 for want in case.expect {
                     if !message.contains(want) {
                         failures.push(format!(
@@ -749,13 +759,13 @@ async fn merge_patch(
     api: &Api<DynamicObject>,
     name: &str,
     patch: Value,
-) -> Result<DynamicObject, String> {
+) -> Result<DynamicObject, Rejected> {
     match api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(obj) => Ok(obj),
-        Err(kube::Error::Api(status)) => Err(status.message.clone()),
+        Err(kube::Error::Api(status)) => Err(Rejected(status.message.clone())),
         Err(e) => panic!("patch failed without an API answer: {e}"),
     }
 }
@@ -817,7 +827,7 @@ async fn immutable_fields_stay_immutable_and_run_policy_is_mutable() {
     for (patch, want) in &rejected {
         match merge_patch(&api, &name, patch.clone()).await {
             Ok(_) => failures.push(format!("accepted {patch}")),
-            Err(message) if !message.contains(want) => {
+            Err(Rejected(message)) if !message.contains(want) => {
                 failures.push(format!("{patch}: message lacks {want:?}: {message}"))
             }
             Err(_) => {}
