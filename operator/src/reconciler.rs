@@ -95,8 +95,9 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
         .is_some_and(|s| template_is_current(s, attempt));
     let generation = job.metadata.generation.unwrap_or_default();
     let desired_pods = read.view.as_ref().map_or(0, JobView::pods);
+    let finished = read.status.phase.is_some_and(crds::Phase::is_finished);
     let queue = match &read.view {
-        Ok(view) => kueue::sync::observe(ctx, job, view, attempt).await?,
+        Ok(view) => kueue::sync::observe(ctx, job, view, attempt, finished).await?,
         Err(_) => None,
     };
     let decision = decide(&Inputs {

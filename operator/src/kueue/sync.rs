@@ -40,18 +40,25 @@ pub struct Queue {
 }
 
 /// The job's Workload and what it says; `None` when Kueue does not manage the job (no
-/// queue-name label, or the operator runs without `--kueue`). A missing Workload is created.
+/// queue-name label, or the operator runs without `--kueue`). A missing Workload is created,
+/// unless the job has finished (Kueue may delete finished Workloads; a new one would take
+/// quota for a job that never runs again).
 pub async fn observe(
     ctx: &Context,
     job: &MegatronFineTune,
     view: &JobView,
     attempt: u32,
+    finished: bool,
 ) -> Result<Option<Queue>> {
     let (Some(queue), Some(store)) = (queue_name(job), ctx.stores.workloads.as_ref()) else {
         return Ok(None);
     };
     let name = workload::name(&view.name);
-    let Some(workload) = store.get(&ObjectRef::new(&name).within(&view.namespace)) else {
+    let found = store.get(&ObjectRef::new(&name).within(&view.namespace));
+    if found.is_none() && finished {
+        return Ok(None);
+    }
+    let Some(workload) = found else {
         create(ctx, job, view, queue, attempt).await?;
         return Ok(Some(Queue {
             workload: None,
