@@ -343,6 +343,17 @@ impl Ranks {
             })
             .collect();
         outputs.sort_by_key(|o| o.rank);
+        // A path that matches no test would make every child pass without running anything.
+        if let Some(idle) = outputs
+            .iter()
+            .find(|o| o.stdout.contains("running 0 tests"))
+        {
+            panic!(
+                "rank {} ran no test: {:?} names no test of this binary (Ranks::new takes the \
+                 caller's module_path!() and the test's name)",
+                idle.rank, self.test
+            );
+        }
         outputs
     }
 

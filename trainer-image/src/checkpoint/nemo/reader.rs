@@ -276,7 +276,9 @@ fn reshard(
     tp_rank: i64,
 ) -> Result<StateDict> {
     if source_tp == target_tp {
-        return Ok(shards.pop().expect("one shard"));
+        return shards
+            .pop()
+            .ok_or_else(|| CheckpointError::invalid(path, "the archive holds no weights shard"));
     }
     let torch = |e| CheckpointError::torch(format!("{}: resharding", path.display()), e);
     let model_err =
