@@ -5,6 +5,10 @@
 
 # Must match the k8s-openapi feature the workspace uses (v1_37).
 KUBERNETES_VERSION=v1.37.2
+# Gang scheduling through the scheduling.k8s.io/v1beta1 PodGroup (KEP-4671; beta in 1.37, off
+# by default): the gate on the API server, controller manager and scheduler, and the API group.
+FEATURE_GATES=GenericWorkload=true
+RUNTIME_CONFIG=scheduling.k8s.io/v1beta1=true
 # Latest 3.6 patch on the Go module proxy (`go list -m -versions go.etcd.io/etcd/server/v3`).
 ETCD_VERSION=v3.6.16
 # Latest Helm 3 release on the Go module proxy.

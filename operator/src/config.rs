@@ -7,6 +7,15 @@ use clap::Args;
 
 use crate::telemetry::LogFormat;
 
+/// How a gang's pods are placed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GangScheduling {
+    /// Pod by pod (the scheduler's default).
+    None,
+    /// All or nothing, through a Kubernetes PodGroup.
+    PodGroup,
+}
+
 /// Settings of `megatron-operator run`.
 #[derive(Args, Clone, Debug)]
 pub struct OperatorConfig {
@@ -52,6 +61,14 @@ pub struct OperatorConfig {
     /// Kueue admits it.
     #[arg(long, env = "MEGATRON_KUEUE", default_value_t = false)]
     pub kueue: bool,
+
+    /// All-or-nothing placement of each gang: `none` lets the scheduler place rank pods one by
+    /// one; `pod-group` gives every gang attempt a `scheduling.k8s.io/v1beta1` PodGroup with a
+    /// gang policy (`minCount` = the gang's pods), which kube-scheduler binds only as a whole
+    /// (Kubernetes 1.37+, feature gate `GenericWorkload` and API `scheduling.k8s.io/v1beta1`
+    /// enabled).
+    #[arg(long, env = "MEGATRON_GANG_SCHEDULING", value_enum, default_value_t = GangScheduling::None)]
+    pub gang_scheduling: GangScheduling,
 
     /// UID/GID trainer containers run as (they must not run as root).
     #[arg(long, env = "MEGATRON_TRAINER_UID", default_value_t = 65532)]

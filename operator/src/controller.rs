@@ -15,9 +15,11 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Node, Pod, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
+    scheduling::v1beta1::PodGroup,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::ListParams,
     runtime::{
         Controller, PredicateConfig, WatchStreamExt,
         events::{Recorder, Reporter},
@@ -31,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::{
     children::{JOB_LABEL, MANAGED_SELECTOR},
-    config::OperatorConfig,
+    config::{GangScheduling, OperatorConfig},
     context::Context,
     http::{self, Health},
     kueue::workload::Workload,
@@ -60,6 +62,14 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("metrics server failed: {0}")]
     Http(#[from] std::io::Error),
+    /// `--gang-scheduling pod-group` on a cluster that does not serve PodGroups.
+    #[error(
+        "--gang-scheduling pod-group: the cluster does not serve scheduling.k8s.io/v1beta1 \
+         PodGroups ({0}); enable the feature gate GenericWorkload on the API server, \
+         controller manager and scheduler and --runtime-config scheduling.k8s.io/v1beta1=true \
+         on the API server (Kubernetes 1.37+), or run with --gang-scheduling none"
+    )]
+    GangSchedulingApi(kube::Error),
 }
 
 impl Operator {
@@ -79,6 +89,7 @@ impl Operator {
         shutdown: impl Future<Output = ()> + Send + 'static,
         bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
     ) -> Result<(), RunError> {
+        self.check_gang_scheduling_api().await?;
         let shutdown = shutdown.shared();
         let jobs_api = self.jobs_api();
         let ready = Arc::new(AtomicBool::new(false));
@@ -177,6 +188,22 @@ impl Operator {
         Ok(())
     }
 
+    /// Fails fast when PodGroups are asked for but not served: the API server would drop the
+    /// pods' `schedulingGroup` and place the gang pod by pod without a word.
+    async fn check_gang_scheduling_api(&self) -> Result<(), RunError> {
+        if self.config.gang_scheduling != GangScheduling::PodGroup {
+            return Ok(());
+        }
+        let groups: Api<PodGroup> = watched(&self.client, self.config.namespace.as_deref());
+        match groups.list_metadata(&ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                Err(RunError::GangSchedulingApi(kube::Error::Api(status)))
+            }
+            // Other errors (RBAC, a blip) surface later through the PodGroup cache's backoff.
+            _ => Ok(()),
+        }
+    }
+
     fn jobs_api(&self) -> Api<MegatronFineTune> {
         watched(&self.client, self.config.namespace.as_deref())
     }
@@ -196,7 +223,7 @@ impl Operator {
             trigger,
             tasks: Vec::new(),
         };
-        let stores = caches.stores(self.config.kueue);
+        let stores = caches.stores(&self.config);
         info!("waiting for the caches to fill");
         stores.ready().await;
         info!("caches ready, reconciling");
@@ -273,8 +300,9 @@ struct Caches {
 }
 
 impl Caches {
-    /// Starts every cache the reconciler reads (Workloads only with Kueue).
-    fn stores(&mut self, kueue: bool) -> Stores {
+    /// Starts every cache the reconciler reads (Workloads only with Kueue, PodGroups only
+    /// with gang scheduling).
+    fn stores(&mut self, config: &OperatorConfig) -> Stores {
         let pods = self.cache(watcher::Config::default().labels(JOB_LABEL), |pod: &Pod| {
             job_of_pod(pod).into_iter().collect()
         });
@@ -287,7 +315,9 @@ impl Caches {
             role_bindings: self.managed::<RoleBinding>(),
             nodes: self.nodes(pods.clone()),
             pods,
-            workloads: kueue.then(|| self.managed::<Workload>()),
+            workloads: config.kueue.then(|| self.managed::<Workload>()),
+            pod_groups: (config.gang_scheduling == GangScheduling::PodGroup)
+                .then(|| self.managed::<PodGroup>()),
         }
     }
 

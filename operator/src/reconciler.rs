@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use crds::MegatronFineTune;
 use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::Pod},
+    api::{apps::v1::StatefulSet, core::v1::Pod, scheduling::v1beta1::PodGroup},
     jiff::Timestamp,
 };
 use kube::{
@@ -277,7 +277,7 @@ async fn apply_children(
     decision: &Decision,
     placement: Option<&Placement>,
 ) -> Result<()> {
-    use children::{config_map, rbac, service, stateful_set};
+    use children::{config_map, pod_group, rbac, service, stateful_set};
     let (client, stores) = (&ctx.client, &ctx.stores);
     // Independent children go out together. The RoleBinding follows its Role (RBAC checks a
     // binding against the rules of the Role it names) and the StatefulSet comes last.
@@ -309,16 +309,50 @@ async fn apply_children(
         "RoleBinding",
     )
     .await?;
-    let mut sts = stateful_set::build(
-        view,
-        &ctx.config,
-        decision.status.restarts,
-        decision.replicas,
-    );
+    let attempt = decision.status.restarts;
+    if let Some(pod_groups) = &stores.pod_groups {
+        // The pods' group exists before the pods, or they wait for it in the scheduler.
+        apply(
+            client,
+            pod_groups,
+            pod_group::build(view, attempt),
+            "PodGroup",
+        )
+        .await?;
+        delete_stale_pod_groups(ctx, pod_groups, view, attempt).await?;
+    }
+    let mut sts = stateful_set::build(view, &ctx.config, attempt, decision.replicas);
     if let (Some(placement), Some(pod)) = (placement, sts.spec.template.spec.as_mut()) {
         placement.apply(pod);
     }
     apply(client, &stores.stateful_sets, sts, "StatefulSet").await
+}
+
+/// Deletes the PodGroups of the job's earlier gang attempts.
+async fn delete_stale_pod_groups(
+    ctx: &Context,
+    pod_groups: &Store<PodGroup>,
+    view: &JobView,
+    attempt: u32,
+) -> Result<()> {
+    let api: Api<PodGroup> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let stale = pod_groups.state().into_iter().filter(|group| {
+        group.metadata.namespace.as_deref() == Some(view.namespace.as_str())
+            && group
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|owners| owners.iter().any(|o| o.uid == view.uid))
+            && children::pod_group::is_stale(group, attempt)
+    });
+    for group in stale {
+        ignore_not_found(
+            api.delete(&group.name_any(), &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        )?;
+    }
+    Ok(())
 }
 
 /// A job whose spec cannot be read keeps no running pods.

@@ -4,6 +4,7 @@ use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Node, Pod, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
+    scheduling::v1beta1::PodGroup,
 };
 use kube::runtime::reflector::Store;
 
@@ -30,6 +31,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Kueue Workloads of queued jobs (with `--kueue`).
     pub workloads: Option<Store<Workload>>,
+    /// Gang PodGroups (with `--gang-scheduling pod-group`).
+    pub pod_groups: Option<Store<PodGroup>>,
 }
 
 impl Stores {
@@ -47,6 +50,11 @@ impl Stores {
             async {
                 if let Some(workloads) = &self.workloads {
                     let _ = workloads.wait_until_ready().await;
+                }
+            },
+            async {
+                if let Some(pod_groups) = &self.pod_groups {
+                    let _ = pod_groups.wait_until_ready().await;
                 }
             },
         );

@@ -1,6 +1,7 @@
 //! Builders of the objects a MegatronFineTune owns, and the names and labels they share.
 
 pub mod config_map;
+pub mod pod_group;
 pub mod rbac;
 pub mod service;
 pub mod stateful_set;

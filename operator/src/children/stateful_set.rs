@@ -20,8 +20,13 @@ use k8s_openapi::{
     },
 };
 
-use super::{ATTEMPT_LABEL, CONFIG_DIR, CONFIG_KEY, Names, labels, metadata, selector_labels};
-use crate::{config::OperatorConfig, job::JobView};
+use super::{
+    ATTEMPT_LABEL, CONFIG_DIR, CONFIG_KEY, Names, labels, metadata, pod_group, selector_labels,
+};
+use crate::{
+    config::{GangScheduling, OperatorConfig},
+    job::JobView,
+};
 
 /// Name of the trainer container.
 pub const CONTAINER: &str = "trainer";
@@ -121,6 +126,8 @@ fn pod_spec(job: &JobView, config: &OperatorConfig, attempt: u32) -> PodSpec {
             .then(|| pod.topology_spread_constraints.clone()),
         priority_class_name: pod.priority_class_name.clone(),
         scheduler_name: pod.scheduler_name.clone(),
+        scheduling_group: (config.gang_scheduling == GangScheduling::PodGroup)
+            .then(|| pod_group::scheduling_group(job, attempt)),
         image_pull_secrets: (!pod.image_pull_secrets.is_empty())
             .then(|| pod.image_pull_secrets.clone()),
         security_context: Some(pod_security_context(
@@ -375,6 +382,27 @@ mod tests {
                 "s3-creds"
             );
         }
+    }
+
+    #[test]
+    fn pods_join_the_attempts_pod_group_only_with_gang_scheduling() {
+        let mut config = OperatorConfig::for_tests();
+        let pod_of = |config: &OperatorConfig| {
+            build(&fixtures::job(), config, 3, 2)
+                .spec
+                .template
+                .spec
+                .unwrap()
+        };
+        assert!(pod_of(&config).scheduling_group.is_none());
+        config.gang_scheduling = GangScheduling::PodGroup;
+        assert_eq!(
+            pod_of(&config)
+                .scheduling_group
+                .and_then(|g| g.pod_group_name)
+                .as_deref(),
+            Some("squad-gang-3")
+        );
     }
 
     #[test]

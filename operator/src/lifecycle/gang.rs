@@ -43,6 +43,9 @@ pub struct GangObservation {
     pub failure: Option<RankFailure>,
     /// Earliest time a NotReady node's grace period ends, for pods still within it.
     pub node_grace_ends: Option<Timestamp>,
+    /// The scheduler's word on a current pod it could not place (first pod by name), e.g.
+    /// that the gang's `minCount` cannot be satisfied.
+    pub unschedulable: Option<String>,
 }
 
 /// A pod to delete when the gang restarts.
@@ -195,6 +198,19 @@ fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The scheduler's message on a pod it tried and could not place.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+        .map(|c| c.message.clone().unwrap_or_default())
+}
+
 /// Summarises `pods` (the gang's pods) for `attempt`; `node` looks nodes up by name.
 pub fn observe<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
@@ -253,6 +269,8 @@ pub fn observe<'a>(
             failures.push(failure);
         } else if is_ready(pod) {
             out.ready += 1;
+        } else if out.unschedulable.is_none() {
+            out.unschedulable = unschedulable(pod).map(|m| format!("{name}: {m}"));
         }
     }
     failures.sort_by_key(|f| (f.retryable, f.pod.clone()));
@@ -387,6 +405,35 @@ mod tests {
     }
 
     const GRACE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn the_schedulers_reason_for_an_unplaced_pod_is_kept() {
+        let now = Timestamp::now();
+        let mut waiting = pod("a-1", 1, "n");
+        waiting.spec.as_mut().unwrap().node_name = None;
+        waiting.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some(
+                    "pod group is unschedulable, minCount (2) cannot be satisfied".into(),
+                ),
+                ..Default::default()
+            }]),
+            ..PodStatus::default()
+        });
+        let pods = [pod("a-0", 1, "n"), waiting];
+        let o = observe(&pods, 1, |_| Some(node(true, now)), GRACE, now);
+        assert_eq!((o.current, o.ready), (2, 1));
+        assert_eq!(
+            o.unschedulable.as_deref(),
+            Some("a-1: pod group is unschedulable, minCount (2) cannot be satisfied")
+        );
+        let healthy = observe(&pods[..1], 1, |_| Some(node(true, now)), GRACE, now);
+        assert_eq!(healthy.unschedulable, None);
+    }
 
     #[test]
     fn healthy_gang() {

@@ -24,6 +24,7 @@ mod checkpoint_set;
 mod error;
 mod location;
 mod manifest;
+mod multipart;
 mod retry;
 mod s3_config;
 mod secret;

@@ -10,6 +10,7 @@ use std::path::Path as FsPath;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use object_store::aws::AmazonS3;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
@@ -61,6 +62,34 @@ impl Store {
             return self.local_staging_files(prefix);
         };
         let full_prefix = self.path(prefix)?.to_string();
+        let query_prefix = (!full_prefix.is_empty()).then(|| format!("{full_prefix}/"));
+        self.list_s3_uploads(client, query_prefix, prefix).await
+    }
+
+    /// Whether S3 still lists the multipart upload `upload_id` of `key`.
+    pub(crate) async fn upload_is_listed(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<bool, StorageError> {
+        let Some(client) = self.s3_client() else {
+            return Ok(false);
+        };
+        let full_key = self.path(key)?.to_string();
+        let uploads = self.list_s3_uploads(client, Some(full_key), key).await?;
+        Ok(uploads
+            .iter()
+            .any(|u| u.key == key && u.upload_id == upload_id))
+    }
+
+    /// ListMultipartUploads for the raw (bucket-relative) `query_prefix`;
+    /// `prefix` names the listing in errors.
+    async fn list_s3_uploads(
+        &self,
+        client: &AmazonS3,
+        query_prefix: Option<String>,
+        prefix: &str,
+    ) -> Result<Vec<PendingUpload>, StorageError> {
         let target = self.describe(prefix);
         let op = "listing multipart uploads under";
         let http = reqwest::Client::builder()
@@ -71,8 +100,8 @@ impl Store {
         let mut markers: Option<(String, String)> = None;
         loop {
             let mut query = vec![("uploads".to_string(), String::new())];
-            if !full_prefix.is_empty() {
-                query.push(("prefix".into(), format!("{full_prefix}/")));
+            if let Some(p) = &query_prefix {
+                query.push(("prefix".into(), p.clone()));
             }
             if let Some((key, id)) = &markers {
                 query.push(("key-marker".into(), key.clone()));

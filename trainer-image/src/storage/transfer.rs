@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
-use tokio::task::JoinSet;
 
+use crate::storage::multipart::PartUpload;
 use crate::storage::{StorageError, Store, retry};
 
 /// S3 allows at most this many parts per upload.
@@ -63,31 +63,6 @@ fn join_err(e: tokio::task::JoinError) -> StorageError {
     StorageError::Task(format!("storage task failed: {e}"))
 }
 
-/// Aborts a multipart upload that was neither completed nor aborted, also when
-/// the uploading future is dropped (cancelled).
-struct AbortOnDrop(Option<Box<dyn MultipartUpload>>);
-
-impl AbortOnDrop {
-    fn upload(&mut self) -> &mut Box<dyn MultipartUpload> {
-        self.0.as_mut().expect("upload already finished")
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut upload) = self.0.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            handle.spawn(async move {
-                if let Err(e) = upload.abort().await {
-                    tracing::warn!(error = %super::error::Redacted(&e),
-                        "aborting an abandoned multipart upload failed");
-                }
-            });
-        }
-    }
-}
-
 impl Store {
     /// Uploads the local file `src` to `key`: one PUT when it fits in a part,
     /// otherwise a multipart upload with `opts.concurrency` parts in flight.
@@ -121,14 +96,8 @@ impl Store {
             });
         }
 
-        let upload = self
-            .object_store()
-            .put_multipart(&path)
-            .await
-            .map_err(|e| self.error(&op, key, e))?;
-        let mut guard = AbortOnDrop(Some(upload));
-        let mut tasks: JoinSet<Result<(), object_store::Error>> = JoinSet::new();
-        let result: Result<Sha256, StorageError> = async {
+        let mut upload = PartUpload::start(self, key, op).await?;
+        let sent: Result<Sha256, StorageError> = async {
             let mut hasher = Sha256::new();
             let mut offset = 0;
             while offset < size {
@@ -136,47 +105,30 @@ impl Store {
                 let (data, h) =
                     read_chunk(file.clone(), src.to_path_buf(), offset, len, hasher).await?;
                 hasher = h;
-                while tasks.len() >= opts.concurrency.max(1) {
-                    finish_one(&mut tasks)
-                        .await
-                        .map_err(|e| self.error(&op, key, e))?;
-                }
-                tasks.spawn(guard.upload().put_part(PutPayload::from(data)));
+                upload
+                    .put_part(PutPayload::from(data), opts.concurrency)
+                    .await?;
                 offset += len;
             }
-            while !tasks.is_empty() {
-                finish_one(&mut tasks)
-                    .await
-                    .map_err(|e| self.error(&op, key, e))?;
-            }
-            guard
-                .upload()
-                .complete()
-                .await
-                .map_err(|e| self.error(&op, key, e))?;
+            upload.complete().await?;
             Ok(hasher)
         }
         .await;
-        match result {
-            Ok(hasher) => {
-                guard.0 = None;
-                Ok(FileDigest {
-                    size,
-                    sha256: hex::encode(hasher.finalize()),
-                })
-            }
+        let hasher = match sent {
+            Ok(hasher) => hasher,
             Err(err) => {
-                tasks.shutdown().await;
-                if let Some(mut upload) = guard.0.take()
-                    && let Err(e) = upload.abort().await
-                {
-                    tracing::warn!(object = %self.describe(key), error = %super::error::Redacted(&e),
+                if let Err(e) = upload.abort().await {
+                    tracing::warn!(object = %self.describe(key), error = %e,
                         "could not abort the failed multipart upload; \
                          cleanup_stale_multipart removes it later");
                 }
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        Ok(FileDigest {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     fn part_size_for_upload(&self, size: u64, opts: &TransferOptions) -> u64 {
@@ -313,17 +265,6 @@ impl Store {
             size,
             sha256: hex::encode(hasher.finalize()),
         })
-    }
-}
-
-/// Waits for one part upload; returns its error, if any.
-async fn finish_one(
-    tasks: &mut JoinSet<Result<(), object_store::Error>>,
-) -> Result<(), object_store::Error> {
-    match tasks.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(object_store::Error::JoinError { source: e }),
-        None => Ok(()),
     }
 }
 

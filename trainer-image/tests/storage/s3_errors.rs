@@ -149,6 +149,8 @@ async fn stale_multipart_uploads_are_listed_and_aborted() {
     );
 }
 
+/// Cancels uploads at several points (while the create request may still be in flight, and
+/// with part PUTs the server is still writing): none may leave a multipart upload behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_upload_aborts_its_multipart_upload() {
     let store = s3_store("abort").await;
@@ -157,38 +159,48 @@ async fn cancelled_upload_aborts_its_multipart_upload() {
     write_random_file(&src, 100 * MIB, 3);
     let opts = TransferOptions {
         part_size: 5 * MIB as usize,
-        concurrency: 1,
+        concurrency: 2,
         ..TransferOptions::default()
     };
-    let task = {
-        let (store, src, opts) = (store.clone(), src.clone(), opts.clone());
-        tokio::spawn(async move { store.upload_file(&src, "cancelled.bin", &opts).await })
-    };
-    // Wait until the multipart upload exists, then cancel the uploading future.
-    let mut seen = false;
-    for _ in 0..200 {
-        if !store.list_multipart_uploads("").await.unwrap().is_empty() {
-            seen = true;
-            break;
+    for (round, cancel_after_ms) in [0u64, 0, 30, 150, 400].into_iter().enumerate() {
+        let key = format!("cancelled-{round}.bin");
+        let task = {
+            let (store, src, opts, key) = (store.clone(), src.clone(), opts.clone(), key.clone());
+            tokio::spawn(async move { store.upload_file(&src, &key, &opts).await })
+        };
+        // Wait until the multipart upload exists, then cancel the uploading future.
+        let mut seen = false;
+        for _ in 0..400 {
+            if !store.list_multipart_uploads("").await.unwrap().is_empty() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(seen, "round {round}: the multipart upload never showed up");
+        tokio::time::sleep(Duration::from_millis(cancel_after_ms)).await;
+        task.abort();
+        assert!(
+            task.await.unwrap_err().is_cancelled(),
+            "round {round}: the upload finished before cancel"
+        );
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = store.list_multipart_uploads("").await.unwrap();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            left.is_empty(),
+            "round {round} (cancelled {cancel_after_ms} ms in): not aborted: {left:?}"
+        );
     }
-    assert!(seen, "the multipart upload never showed up");
-    task.abort();
     assert!(
-        task.await.unwrap_err().is_cancelled(),
-        "the upload finished before cancel"
+        store.list("").await.unwrap().is_empty(),
+        "no object was created"
     );
-    let mut left = usize::MAX;
-    for _ in 0..50 {
-        left = store.list_multipart_uploads("").await.unwrap().len();
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "the cancelled upload was not aborted");
-    assert!(store.list("").await.unwrap().is_empty());
 }
 
 #[tokio::test]

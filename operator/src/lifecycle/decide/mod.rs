@@ -330,14 +330,20 @@ fn run(step: &mut Step<'_>) {
                     format!("starting attempt {}", step.status.restarts),
                 )
             }),
-        _ => (
-            "PodsNotReady".to_owned(),
-            format!(
+        _ => {
+            let ready = format!(
                 "{} of {} rank pods ready",
                 gang.ready.min(inputs.desired_pods),
                 inputs.desired_pods
-            ),
-        ),
+            );
+            match &gang.unschedulable {
+                Some(why) => (
+                    "Unschedulable".to_owned(),
+                    format!("{ready}; not scheduled: {why}"),
+                ),
+                None => ("PodsNotReady".to_owned(), ready),
+            }
+        }
     };
     step.reason = reason;
     step.message = message;

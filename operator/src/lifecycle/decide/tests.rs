@@ -86,6 +86,21 @@ fn failure(code: i32) -> RankFailure {
 }
 
 #[test]
+fn a_gang_the_scheduler_cannot_place_says_why() {
+    let mut case = Case::new();
+    case.gang.current = 2;
+    case.gang.unschedulable = Some("j-0: minCount (2) cannot be satisfied".into());
+    let d = case.step(5);
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    let reconciling = d.status.condition("Reconciling").unwrap();
+    assert_eq!(reconciling.reason, "Unschedulable");
+    assert_eq!(
+        reconciling.message,
+        "0 of 2 rank pods ready; not scheduled: j-0: minCount (2) cannot be satisfied"
+    );
+}
+
+#[test]
 fn new_job_is_pending_then_running() {
     let mut case = Case::new();
     let d = case.step(5);
