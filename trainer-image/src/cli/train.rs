@@ -12,7 +12,7 @@ use clap::Args;
 use crds::Outcome;
 use megatron_trainer::job::{
     FetchContext, JobConfig, JobError, JobResult, Outputs, RankIdentity, Role, RunLogFile,
-    STORAGE_FIX, launch, published_weights, role, termination,
+    STORAGE_FIX, launch, published_weights, role, stop_signal, termination,
 };
 use megatron_trainer::progress::{JobRef, Reporter, ReporterConfig};
 use megatron_trainer::run::{RunOptions, fine_tune};
@@ -87,6 +87,7 @@ fn fetch_published_weights(args: &TrainArgs, config: &JobConfig, role: &Role) ->
 }
 
 fn run_rank(args: &TrainArgs, config: JobConfig, identity: RankIdentity) -> JobResult<i32> {
+    stop_signal::install().map_err(|e| JobError::io("installing the SIGTERM handler", e))?;
     let job_ref = JobRef::from_env()?;
     let outputs = outputs(&args.job, &config, job_ref.as_ref())?;
     let is_rank0 = identity.is_rank0();
@@ -138,7 +139,8 @@ fn run_rank(args: &TrainArgs, config: JobConfig, identity: RankIdentity) -> JobR
         }
     }
     let code = result?;
-    if job_ref.is_some() {
+    // A stopped run exits now; a finished one waits for the operator to scale it down.
+    if job_ref.is_some() && code == 0 {
         termination::sleep_until_terminated();
     }
     Ok(code)

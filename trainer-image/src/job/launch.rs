@@ -5,7 +5,10 @@
 //! supervises them like torchrun's agent without elasticity:
 //!
 //! * SIGTERM/SIGINT are forwarded to every child (a pod being deleted stops
-//!   its ranks, which then exit as they decide: 0 after a finished run);
+//!   its ranks, which then exit as they decide: 0 after a finished run, 143
+//!   after saving a checkpoint mid-run); no deadline is set then, since that
+//!   checkpoint may take long and the kubelet's grace period bounds it; a
+//!   second signal SIGKILLs them;
 //! * when a child fails, the others get SIGTERM, then SIGKILL after
 //!   `MEGATRON_KILL_GRACE_SECS` (default 10), and the launcher exits with the
 //!   failed child's code (2, invalid input, stays 2; death by signal N gives
@@ -143,16 +146,10 @@ async fn supervise(
                 }
             }
             _ = term.recv() => {
-                tracing::info!("SIGTERM: forwarding to the ranks");
-                stopping = true;
-                signal_all(&pids, libc::SIGTERM);
-                kill_deadline.get_or_insert(tokio::time::Instant::now() + grace);
+                stopping = forward_stop(&pids, libc::SIGTERM, stopping);
             }
             _ = int.recv() => {
-                tracing::info!("SIGINT: forwarding to the ranks");
-                stopping = true;
-                signal_all(&pids, libc::SIGINT);
-                kill_deadline.get_or_insert(tokio::time::Instant::now() + grace);
+                stopping = forward_stop(&pids, libc::SIGINT, stopping);
             }
             _ = sleep_until(deadline) => {
                 tracing::warn!("ranks still running after {grace:?}: SIGKILL");
@@ -165,6 +162,19 @@ async fn supervise(
         Some((_, code)) => code,
         None => worst_on_stop,
     })
+}
+
+/// Forwards the first stop signal to the ranks (they checkpoint and exit);
+/// a second one kills them. Returns that the launcher is stopping.
+fn forward_stop(pids: &[Option<u32>], signal: libc::c_int, already_stopping: bool) -> bool {
+    if already_stopping {
+        tracing::warn!(signal, "second stop signal: SIGKILL to the ranks");
+        signal_all(pids, libc::SIGKILL);
+    } else {
+        tracing::info!(signal, "stop signal: forwarding to the ranks");
+        signal_all(pids, signal);
+    }
+    true
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

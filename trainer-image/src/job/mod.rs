@@ -16,6 +16,7 @@ pub mod overrides;
 pub mod published_weights;
 pub mod rank;
 pub mod s3;
+pub mod stop_signal;
 pub mod termination;
 
 pub use config::{JobConfig, config_path, load_config, parse_config};

@@ -34,31 +34,12 @@ pub fn write_termination_message(message: &str) {
 /// zero after reading the result); returns then, so the process exits 0.
 pub fn sleep_until_terminated() {
     tracing::info!("run finished: waiting to be terminated (the operator scales the job down)");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot wait for SIGTERM ({e}); sleeping");
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
+    if let Err(e) = super::stop_signal::install() {
+        tracing::error!("cannot wait for SIGTERM ({e}); sleeping");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
-    };
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    });
+    }
+    super::stop_signal::wait();
     tracing::info!("terminated");
 }

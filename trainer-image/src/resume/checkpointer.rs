@@ -626,12 +626,13 @@ impl Checkpointer {
     }
 }
 
-/// `interval`, `validation` or `final`.
+/// `interval`, `validation`, `final` or `stop`.
 pub fn reason_name(reason: &SaveReason) -> &'static str {
     match reason {
         SaveReason::Interval => "interval",
         SaveReason::Validation(_) => "validation",
         SaveReason::Final => "final",
+        SaveReason::Stop => "stop",
     }
 }
 

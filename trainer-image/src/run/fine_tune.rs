@@ -12,6 +12,7 @@ use super::session::{self, Loaded, Session};
 use crate::checkpoint::nemo::{DEFAULT_COMPRESSION, NemoContents, NemoWeights, write_nemo};
 use crate::job::{
     JobConfig, JobResult, Outputs, Publish, RankIdentity, RunHooks, RunLogFile, published_weights,
+    stop_signal,
 };
 use crate::model::BertTaskModel;
 use crate::model::gather_state_dict;
@@ -73,7 +74,10 @@ pub fn fine_tune(
         &mut hooks,
         resumed_at,
     )?;
-    let outcome = trainer.fit(&task, &mut hooks)?;
+    let outcome = train_until_done_or_stopped(&mut trainer, &task, &mut hooks)?;
+    if let Some(code) = stopped(&outcome) {
+        return Ok(code);
+    }
     tracing::info!(
         steps = outcome.steps,
         epoch = outcome.epoch,
@@ -94,6 +98,36 @@ pub fn fine_tune(
         baseline.as_ref(),
     )?;
     Ok(0)
+}
+
+/// Trains with SIGTERM/SIGINT noted rather than fatal, so that a stopped pod
+/// saves a checkpoint at a step every rank agrees on (see `job::stop_signal`).
+fn train_until_done_or_stopped(
+    trainer: &mut Trainer,
+    task: &TaskData,
+    hooks: &mut RunHooks<'_>,
+) -> JobResult<FitOutcome> {
+    trainer.set_stop_check(stop_signal::stop_requested);
+    stop_signal::set_mode(stop_signal::Mode::Note);
+    let outcome = trainer.fit(task, hooks);
+    stop_signal::set_mode(stop_signal::Mode::Terminate);
+    Ok(outcome?)
+}
+
+/// The exit code of a run that a signal stopped (its checkpoint is saved): no
+/// test split, .nemo or result, which belong to a finished run.
+fn stopped(outcome: &FitOutcome) -> Option<i32> {
+    if !outcome.interrupted {
+        return None;
+    }
+    let signal = stop_signal::received().unwrap_or(libc::SIGTERM);
+    tracing::warn!(
+        step = outcome.steps,
+        signal,
+        "stopped by a signal after saving the checkpoint of step {}; the next run resumes there",
+        outcome.steps
+    );
+    Some(stop_signal::exit_code(signal))
 }
 
 /// Rendezvous, device and seed; then the starting model and the task's data

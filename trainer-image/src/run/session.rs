@@ -59,9 +59,12 @@ pub fn connect(
         threads,
         "rank ready"
     );
-    // Same seed across a tensor-parallel group (replicated head init, hidden
-    // dropout), different per data-parallel replica.
-    tch::manual_seed(spec.training.seed + topo.dp_rank as i64);
+    // One seed for every rank, as Megatron-LM's default (no
+    // `--data-parallel-random-init`): the data-parallel replicas must start
+    // from the same weights (the task head and a random-init encoder are drawn
+    // here), or they stay different models that average the same gradients,
+    // and a checkpoint (one replica's weights) resumes into another run.
+    tch::manual_seed(spec.training.seed);
     let inputs = Inputs::new(spec.storage.as_ref(), cache_dir)?;
     Ok(Session {
         config,

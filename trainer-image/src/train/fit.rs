@@ -26,6 +26,16 @@
 //! validation (the final validation runs if the step had none scheduled):
 //! hooks that rank checkpoints by a metric take it from the `on_validation`
 //! call just before.
+//!
+//! # Stopping early on request
+//! With a stop check ([`Trainer::set_stop_check`], e.g. a SIGTERM noted by
+//! the rank), every step also agrees on whether any rank was asked to stop:
+//! the flag is summed over the tensor-parallel group, then rides in the
+//! data-parallel all-reduce of the step's figures, so every rank sees the
+//! same answer for the same step. Once it is yes, the ranks finish that step
+//! (with its validation, if one is due), save with [`SaveReason::Stop`] (unless
+//! the step saved already) and return with [`FitOutcome::interrupted`] set;
+//! the next run resumes from that checkpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +71,9 @@ pub struct FitOutcome {
     pub stopped_early: bool,
     /// Metrics of the last validation, if any ran.
     pub last_validation: Option<BTreeMap<String, f64>>,
+    /// A stop was requested: training ended early with a [`SaveReason::Stop`]
+    /// checkpoint, not at its last step.
+    pub interrupted: bool,
 }
 
 /// The fine-tuning loop of one rank.
@@ -80,6 +93,7 @@ pub struct Trainer {
     step: i64,
     position: DataPosition,
     consumed_samples: i64,
+    stop_check: fn() -> bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -157,7 +171,25 @@ impl Trainer {
             step: 0,
             position: DataPosition::default(),
             consumed_samples: 0,
+            stop_check: || false,
         })
+    }
+
+    /// Asks `check` at every step whether this rank should stop (see the
+    /// [module docs](self)); by default it never does.
+    pub fn set_stop_check(&mut self, check: fn() -> bool) {
+        self.stop_check = check;
+    }
+
+    /// This rank's stop request summed over its tensor-parallel group, so
+    /// that the group's ranks put the same value into the step's figures.
+    fn stop_votes(&self) -> TrainResult<Tensor> {
+        let mut votes =
+            Tensor::from(f64::from(u8::from((self.stop_check)()))).f_to_device(self.device)?;
+        if self.tp.size() > 1 {
+            self.tp.group().all_reduce_sum(&mut votes)?;
+        }
+        Ok(votes)
     }
 
     /// The configuration.
@@ -315,6 +347,7 @@ impl Trainer {
         let mut last_validation: Option<BTreeMap<String, f64>> = None;
         let mut validated_at: Option<i64> = None;
         let mut stopped_early = false;
+        let mut interrupted = false;
 
         while self.step < end {
             let started = Instant::now();
@@ -334,6 +367,7 @@ impl Trainer {
                     loss_sum,
                     tokens.f_to_kind(Kind::Double)?,
                     Tensor::from(local_samples as f64).f_to_device(self.device)?,
+                    self.stop_votes()?,
                 ],
                 0,
             )?;
@@ -344,6 +378,7 @@ impl Trainer {
             let figures = Vec::<f64>::try_from(figures.f_to_device(Device::Cpu)?)?;
             let loss = figures[0] / (n_micro * self.cfg.dp_size) as f64;
             let (job_tokens, job_samples) = (figures[1], figures[2]);
+            let stop_requested = figures[3] > 0.0;
 
             let (grad_norm, skipped) = self.update_weights()?;
             self.step += 1;
@@ -392,6 +427,20 @@ impl Trainer {
                     .is_some_and(|n| self.step % n == 0)
             {
                 self.checkpoint(hooks, SaveReason::Interval)?;
+                saved = true;
+            }
+            // After this step's validation: skipping it would change what early
+            // stopping and the best checkpoint see, so a resumed run would differ.
+            if stop_requested {
+                tracing::info!(
+                    step = self.step,
+                    "stop requested: saving a checkpoint and ending the run here"
+                );
+                if !saved {
+                    self.checkpoint(hooks, SaveReason::Stop)?;
+                }
+                interrupted = true;
+                break;
             }
         }
 
@@ -407,6 +456,7 @@ impl Trainer {
             epoch: self.epoch_of(self.position),
             stopped_early,
             last_validation,
+            interrupted,
         })
     }
 

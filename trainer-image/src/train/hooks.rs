@@ -61,6 +61,9 @@ pub enum SaveReason {
     Validation(BTreeMap<String, f64>),
     /// The end of training.
     Final,
+    /// Training stops before its end on request (SIGTERM: an eviction, a
+    /// suspend, a drained node); the next run resumes here.
+    Stop,
 }
 
 /// What a checkpointer gets: the model and the loop's complete resumable state.

@@ -5,6 +5,7 @@
 
 use crate::support::cli_util;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -264,4 +265,96 @@ fn killing_the_launcher_kills_its_ranks() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!ranks.iter().any(|p| alive(*p)), "orphan ranks: {ranks:?}");
+}
+
+/// Kubernetes stops a pod (a Kueue preemption, `suspend`) with SIGTERM: the
+/// ranks agree on a step, save a checkpoint there and exit 143, and the next
+/// run resumes from it and ends exactly where an uninterrupted run does, with
+/// tensor and data parallelism (4 ranks, TP2 x DP2).
+#[test]
+fn sigterm_saves_a_checkpoint_and_the_resumed_run_ends_like_an_uninterrupted_one() {
+    let dir = temp_dir("launch-stop");
+    let spec_text = spec_yaml(Task::TextClassification, 200, 2).replace(
+        "tensorParallelSize: 2",
+        "tensorParallelSize: 2, dataParallelSize: 2",
+    );
+    let spec = write(&dir, "spec.yaml", &spec_text);
+    let train = |out: &str| {
+        let mut cmd = trainer();
+        cmd.args([
+            "train",
+            "--random-init",
+            "--nproc-per-node",
+            "4",
+            "--config",
+        ])
+        .arg(&spec)
+        .arg("--output-dir")
+        .arg(dir.join(out));
+        cmd
+    };
+    let whole = run(&mut train("whole"));
+    assert_eq!(whole.status.code(), Some(0), "{}", text(&whole));
+
+    // Stop a second run a few steps in.
+    let log = dir.join("stopped.log");
+    let mut launcher = train("stopped")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("training progress step=5 ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no step 5: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let status =
+        wait_with_timeout(&mut launcher, Duration::from_secs(60)).expect("the launcher exits");
+    let stopped_log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(143), "{stopped_log}");
+    // Every rank saved at the same step.
+    let marker = "stopped by a signal after saving the checkpoint of step ";
+    let steps: BTreeSet<u64> = stopped_log
+        .lines()
+        .filter_map(|l| l.split(marker).nth(1))
+        .map(|rest| rest.split(';').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        stopped_log.matches(marker).count(),
+        4,
+        "all ranks stop: {stopped_log}"
+    );
+    assert_eq!(steps.len(), 1, "one step for all ranks: {steps:?}");
+    let step = *steps.first().unwrap();
+    assert!((5..200).contains(&step), "{step}");
+    let set = dir
+        .join("stopped/checkpoints")
+        .join(format!("step-{step:012}"));
+    assert!(set.join("manifest.json").is_file(), "{stopped_log}");
+    assert!(
+        !dir.join("stopped/artifacts/model.nemo").exists(),
+        "a stopped run exports nothing"
+    );
+
+    // The next run resumes there and ends exactly as the uninterrupted one.
+    let resumed = run(&mut train("stopped"));
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains(&format!("resuming step={step}")),
+        "{}",
+        text(&resumed)
+    );
+    assert_eq!(
+        metrics(&dir.join("stopped/artifacts/test_metrics.json")),
+        metrics(&dir.join("whole/artifacts/test_metrics.json")),
+        "resumed after a stop at step {step} vs uninterrupted"
+    );
 }

@@ -129,6 +129,7 @@ impl TrainHooks for Recorder {
             SaveReason::Interval => "interval",
             SaveReason::Validation(_) => "save-validation",
             SaveReason::Final => "final",
+            SaveReason::Stop => "stop",
         };
         self.events.push(format!("{kind}@{}", request.state.step));
         Ok(())

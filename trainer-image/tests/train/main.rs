@@ -8,4 +8,5 @@ mod loss_scale;
 mod optimizer;
 mod precision;
 mod resume;
+mod stop;
 mod trajectory;
