@@ -364,6 +364,11 @@ pub struct CheckpointStatus {
     /// Its value at this checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<f64>,
+    /// Seconds the save took (every rank's file written and uploaded, the set committed).
+    /// The operator sizes the grace period of a gang it stops from it, so that the
+    /// checkpoint the ranks save on SIGTERM fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
 }
 
 /// Output files.

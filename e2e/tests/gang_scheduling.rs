@@ -90,17 +90,29 @@ async fn a_gang_that_does_not_fit_keeps_no_pod_bound_and_blocks_nothing() -> Res
         "a gang that does not fit keeps none of its pods bound"
     );
     // The job says why it is Pending, in the scheduler's words.
-    wait("big's condition to name the gang's quorum", T, || async {
+    wait("big's condition to say it is unschedulable", T, || async {
         let job = world.jobs().get("big").await?;
         Ok(condition(&job, "Reconciling").is_some_and(|c| {
-            c.reason == "Unschedulable" && c.message.contains("minCount (2) cannot be satisfied")
+            c.reason == "Unschedulable" && c.message.contains("not scheduled: big-")
         }))
     })
     .await?;
     let groups: Api<PodGroup> = world.api();
     let group = groups.get("big-gang-0").await.context("big's PodGroup")?;
-    let policy = group.spec.scheduling_policy.gang.context("gang policy")?;
+    let policy = group.spec.scheduling_policy.gang.clone().context("gang policy")?;
     assert_eq!(policy.min_count, 2);
+    // The scheduler judged the group as a whole.
+    let conditions = group.status.and_then(|s| s.conditions).unwrap_or_default();
+    let scheduled = conditions
+        .iter()
+        .find(|c| c.type_ == "PodGroupInitiallyScheduled")
+        .context("the scheduler's condition on the PodGroup")?;
+    assert_eq!((scheduled.status.as_str(), scheduled.reason.as_str()), ("False", "Unschedulable"));
+    assert!(
+        scheduled.message.contains("minCount (2) cannot be satisfied"),
+        "{}",
+        scheduled.message
+    );
     for pod in world.pods("big").await? {
         let group = pod.spec.and_then(|s| s.scheduling_group);
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crds::{MegatronFineTune, ModelPhase, ModelStatus, Outcome, RunPolicy as ApiRunPolicy};
+use crds::{MegatronFineTune, MegatronFineTuneSpec, ModelPhase, ModelStatus, Outcome};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition as ApiCondition, Time},
     jiff::Timestamp,
@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use crate::{
     error::Result,
     job::{InvalidSpec, JobView},
-    lifecycle::model::{
-        Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult,
+    lifecycle::{
+        grace,
+        model::{Condition, ModelReport, OwnedStatus, RunPolicy, TrainerReport, TrainerResult},
     },
 };
 
@@ -36,7 +37,8 @@ fn seconds(value: i64) -> Duration {
 }
 
 /// The run policy of the lifecycle model.
-pub fn run_policy(policy: &ApiRunPolicy) -> RunPolicy {
+pub fn run_policy(spec: &MegatronFineTuneSpec) -> RunPolicy {
+    let policy = &spec.run_policy;
     RunPolicy {
         max_restarts: u32::try_from(policy.max_restarts).unwrap_or(0),
         backoff_initial: seconds(policy.backoff.initial_seconds),
@@ -53,6 +55,10 @@ pub fn run_policy(policy: &ApiRunPolicy) -> RunPolicy {
         ttl_after_finished: policy.ttl_seconds_after_finished.map(seconds),
         suspend: policy.suspend,
         keep_pods_when_finished: policy.clean_pod_policy == crds::CleanPodPolicy::None,
+        termination_grace_seconds: spec
+            .pod
+            .termination_grace_period_seconds
+            .unwrap_or(crds::PodSpec::DEFAULT_TERMINATION_GRACE_SECONDS),
     }
 }
 
@@ -141,10 +147,18 @@ pub fn read(job: &MegatronFineTune) -> Result<Read> {
             },
             message: r.message.clone(),
         }),
+        stop_seconds: grace::stop_seconds(
+            status
+                .latest_checkpoint
+                .as_ref()
+                .and_then(|c| c.duration_seconds),
+            job.spec.training.global_batch_size,
+            status.progress.as_ref().and_then(|p| p.samples_per_second),
+        ),
     };
     Ok(Read {
         view: JobView::from_job(job),
-        policy: run_policy(&job.spec.run_policy),
+        policy: run_policy(&job.spec),
         status: owned,
         trainer,
     })

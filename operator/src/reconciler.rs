@@ -141,22 +141,12 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
     }
     publish(ctx, job, &decision).await;
 
+    // Pods go before the StatefulSet scales down, so that they get the decided grace.
+    delete_pods(ctx, &namespace, &name, &decision).await?;
     let placement = queue.as_ref().map(|q| &q.placement);
     match &read.view {
         Ok(view) => apply_children(ctx, view, &decision, placement).await?,
         Err(_) => scale_down_orphan(ctx, &namespace, sts.as_deref()).await?,
-    }
-
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    for pod in &decision.delete_pods {
-        let params = DeleteParams {
-            grace_period_seconds: pod.force.then_some(0),
-            ..DeleteParams::default()
-        };
-        ignore_not_found(pods_api.delete(&pod.name, &params).await.map(|_| ()))?;
-    }
-    if !decision.delete_pods.is_empty() {
-        info!(%name, %namespace, attempt = decision.status.restarts, pods = decision.delete_pods.len(), "deleted the gang's pods of the previous attempt");
     }
     if let Some(queue) = &queue {
         let checkpoint = read
@@ -171,6 +161,25 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
             .unwrap_or(ctx.config.resync())
             .min(ctx.config.resync()),
     ))
+}
+
+/// Deletes the pods the decision names, each with its grace period.
+async fn delete_pods(ctx: &Context, namespace: &str, job: &str, decision: &Decision) -> Result<()> {
+    let Some(first) = decision.delete_pods.first() else {
+        return Ok(());
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in &decision.delete_pods {
+        let params = DeleteParams {
+            grace_period_seconds: u32::try_from(pod.grace_seconds).ok(),
+            ..DeleteParams::default()
+        };
+        ignore_not_found(pods_api.delete(&pod.name, &params).await.map(|_| ()))?;
+    }
+    info!(job, namespace, phase = ?decision.status.phase, attempt = decision.status.restarts,
+        pods = decision.delete_pods.len(), grace_seconds = first.grace_seconds,
+        "deleted the gang's pods");
+    Ok(())
 }
 
 /// The StatefulSet controller has seen the template of `attempt`, so pods deleted now come back at it.

@@ -33,6 +33,8 @@ pub struct RankFailure {
 pub struct GangObservation {
     /// Pods of the current attempt that are not being deleted.
     pub current: u32,
+    /// Their names.
+    pub current_pods: Vec<String>,
     /// Of those, pods Running with the Ready condition True.
     pub ready: u32,
     /// Pods of an older attempt (or none) that are not being deleted yet: to be deleted at restart.
@@ -245,6 +247,7 @@ pub fn observe<'a>(
             continue;
         }
         out.current += 1;
+        out.current_pods.push(name.clone());
         if let Some((node_name, since)) = lost_node {
             let grace_ends = since.map(|s| s + node_grace);
             match grace_ends {
@@ -269,8 +272,12 @@ pub fn observe<'a>(
             failures.push(failure);
         } else if is_ready(pod) {
             out.ready += 1;
-        } else if out.unschedulable.is_none() {
-            out.unschedulable = unschedulable(pod).map(|m| format!("{name}: {m}"));
+        } else if let Some(why) = unschedulable(pod) {
+            // The first pod by name, whatever order the cache lists them in.
+            let candidate = format!("{name}: {why}");
+            if out.unschedulable.as_ref().is_none_or(|u| candidate < *u) {
+                out.unschedulable = Some(candidate);
+            }
         }
     }
     failures.sort_by_key(|f| (f.retryable, f.pod.clone()));

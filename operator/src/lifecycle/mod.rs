@@ -3,4 +3,5 @@
 
 pub mod decide;
 pub mod gang;
+pub mod grace;
 pub mod model;

@@ -83,6 +83,9 @@ pub struct TrainerReport {
     pub result: Option<TrainerResult>,
     /// Where the published weights are (status.model), when the job uses them.
     pub model: Option<ModelReport>,
+    /// Seconds the ranks need to stop with a checkpoint (one step and the newest
+    /// checkpoint's measured save), once a checkpoint was measured.
+    pub stop_seconds: Option<f64>,
 }
 
 /// The trainer's `status.model`, as the ModelReady condition shows it.
@@ -147,6 +150,8 @@ pub struct RunPolicy {
     pub suspend: bool,
     /// Keep the pods of a finished job (cleanPodPolicy None) instead of scaling to zero.
     pub keep_pods_when_finished: bool,
+    /// The pods' configured termination grace period (`spec.pod`), in seconds.
+    pub termination_grace_seconds: i64,
 }
 
 impl Default for RunPolicy {
@@ -161,6 +166,7 @@ impl Default for RunPolicy {
             ttl_after_finished: None,
             suspend: false,
             keep_pods_when_finished: false,
+            termination_grace_seconds: crds::PodSpec::DEFAULT_TERMINATION_GRACE_SECONDS,
         }
     }
 }

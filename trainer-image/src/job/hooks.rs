@@ -53,7 +53,12 @@ impl TrainHooks for RunHooks<'_> {
         let Some(checkpointer) = self.checkpointer.as_deref_mut() else {
             return Ok(());
         };
-        if let Some(saved) = checkpointer.save(request)? {
+        let step = request.state.step;
+        let started = std::time::Instant::now();
+        if let Some(mut saved) = checkpointer.save(request)? {
+            if saved.latest.step == step {
+                saved.latest.duration_seconds = Some(started.elapsed().as_secs_f64());
+            }
             // Published before the checkpoint is reported: once status names
             // it, the curves up to it are in the store too.
             if let Some(p) = &self.publish {

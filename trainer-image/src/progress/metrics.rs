@@ -5,7 +5,12 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -56,6 +61,8 @@ pub struct TrainerMetrics {
     pub checkpoints_saved: Counter,
     /// Step of the newest saved checkpoint.
     pub latest_checkpoint_step: Gauge,
+    /// Seconds each checkpoint took to save (write, upload, commit).
+    pub checkpoint_duration_seconds: Histogram,
     /// The gang attempt (`status.restarts` when this gang started).
     pub attempt: Gauge,
     /// Status writes the API server refused or that failed to arrive.
@@ -141,6 +148,11 @@ impl Default for TrainerMetrics {
                 "latest_checkpoint_step",
                 "Step of the newest saved checkpoint",
                 Gauge::default()
+            ),
+            checkpoint_duration_seconds: metric!(
+                "checkpoint_duration_seconds",
+                "Seconds each checkpoint took to save (every rank's file written and uploaded, the set committed)",
+                Histogram::new(exponential_buckets(0.25, 2.0, 14))
             ),
             attempt: metric!(
                 "attempt",

@@ -274,6 +274,9 @@ impl Reporter {
         );
         self.metrics.checkpoints_saved.inc();
         self.metrics.latest_checkpoint_step.set(latest.step);
+        if let Some(seconds) = latest.duration_seconds {
+            self.metrics.checkpoint_duration_seconds.observe(seconds);
+        }
         if let Some(status) = &self.status {
             status.update(true, |s| {
                 s.latest_checkpoint = Some(latest);

@@ -228,6 +228,7 @@ mod tests {
             time: None,
             metric_name: None,
             metric: None,
+            duration_seconds: None,
         };
         let earlier = TrainerStatus {
             latest_checkpoint: Some(checkpoint.clone()),

@@ -98,6 +98,7 @@ async fn metrics_scraped_over_http() {
             time: None,
             metric_name: None,
             metric: None,
+            duration_seconds: Some(2.5),
         },
         None,
     );
@@ -143,6 +144,14 @@ async fn metrics_scraped_over_http() {
         exp.families["megatron_trainer_checkpoints_saved"].family_type,
         OpenMetricsType::Counter
     );
+    let durations = &exp.families["megatron_trainer_checkpoint_duration_seconds"];
+    assert_eq!(durations.family_type, OpenMetricsType::Histogram);
+    match &durations.get_sample_by_label_values(&[]).unwrap().value {
+        OpenMetricsValue::Histogram(h) => {
+            assert_eq!((h.count, h.sum.map(|s| s.as_f64())), (Some(1), Some(2.5)));
+        }
+        other => panic!("checkpoint_duration_seconds is {other:?}"),
+    }
 
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await

@@ -315,6 +315,7 @@ fn checkpoint(step: i64, metric: Option<f64>) -> CheckpointStatus {
         time: None,
         metric_name: metric.map(|_| "val_f1".into()),
         metric,
+        duration_seconds: None,
     }
 }
 

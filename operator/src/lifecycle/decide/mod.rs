@@ -7,7 +7,8 @@ use crds::status::{condition_types, model_reasons, queue_reasons};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    gang::{GangObservation, StalePod},
+    gang::GangObservation,
+    grace,
     model::{Condition, OwnedStatus, Phase, QueueGate, RunPolicy, TrainerReport},
 };
 
@@ -49,6 +50,15 @@ pub struct Transition {
     pub warning: bool,
 }
 
+/// A rank pod to delete, and the seconds its ranks get between SIGTERM and SIGKILL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodDeletion {
+    /// Pod name.
+    pub name: String,
+    /// Deletion grace period (0: its node is gone, no kubelet will confirm).
+    pub grace_seconds: i64,
+}
+
 /// What to do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -56,8 +66,9 @@ pub struct Decision {
     pub status: OwnedStatus,
     /// StatefulSet replicas.
     pub replicas: i32,
-    /// Pods to delete now (a gang restart).
-    pub delete_pods: Vec<StalePod>,
+    /// Pods to delete now: a restarted gang's old pods, or a stopped gang's pods (with a
+    /// grace that fits their checkpoint, see [`grace`]).
+    pub delete_pods: Vec<PodDeletion>,
     /// Event to publish.
     pub transition: Option<Transition>,
     /// Reason of a restart decided now, for the metric.
@@ -223,6 +234,23 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let mut delete = Vec::new();
     let phase = step.status.phase.unwrap_or(Phase::Pending);
     let stopped = matches!(phase, Phase::Suspended | Phase::Queued);
+    if stopped {
+        // Deleted here rather than by the StatefulSet's scale-down, which would give them
+        // the template's grace: the ranks checkpoint on SIGTERM and need the time.
+        let grace = grace::for_stop(
+            policy.termination_grace_seconds,
+            inputs.trainer.stop_seconds,
+        );
+        delete = inputs
+            .gang
+            .current_pods
+            .iter()
+            .map(|name| PodDeletion {
+                name: name.clone(),
+                grace_seconds: grace,
+            })
+            .collect();
+    }
     if !phase.is_finished() && !stopped && !inputs.gang.stale.is_empty() {
         let backoff_ends = step
             .status
@@ -231,7 +259,19 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         if now < backoff_ends {
             step.at(backoff_ends);
         } else if inputs.stateful_set_current {
-            delete = inputs.gang.stale.clone();
+            delete = inputs
+                .gang
+                .stale
+                .iter()
+                .map(|pod| PodDeletion {
+                    name: pod.name.clone(),
+                    grace_seconds: if pod.force {
+                        0
+                    } else {
+                        grace::for_restart(policy.termination_grace_seconds)
+                    },
+                })
+                .collect();
         } else {
             // The StatefulSet watch brings us back when its controller has seen the new
             // template; the timer is a safety net.
@@ -352,7 +392,7 @@ fn run(step: &mut Step<'_>) {
 fn conclude(
     mut step: Step<'_>,
     before: Option<Phase>,
-    delete_pods: Vec<StalePod>,
+    delete_pods: Vec<PodDeletion>,
     delete_job: bool,
 ) -> Decision {
     let inputs = step.inputs;

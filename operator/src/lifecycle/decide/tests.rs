@@ -159,7 +159,14 @@ fn rank_failure_restarts_after_backoff_and_counts() {
     );
     case.current = true;
     let d = case.step(1);
-    assert_eq!(d.delete_pods.len(), 2);
+    assert_eq!(
+        d.delete_pods,
+        [("j-0", 10), ("j-1", 10)].map(|(name, grace_seconds)| PodDeletion {
+            name: name.into(),
+            grace_seconds
+        }),
+        "a failed gang cannot checkpoint: a short grace, not the configured 60 s"
+    );
     case.gang = GangObservation::default();
     case = case.ready(2);
     let d = case.step(0);
@@ -293,6 +300,25 @@ fn suspend_and_resume_reset_the_deadline_clock() {
     assert_eq!(d.status.phase, Some(Phase::Pending));
     assert_eq!(d.status.start_time, Some(t0() + Duration::from_secs(550)));
     assert_eq!(d.requeue, Some(Duration::from_secs(100)));
+}
+
+#[test]
+fn a_stopped_gang_gets_the_grace_its_checkpoint_needs() {
+    let mut case = Case::new().ready(2);
+    case.gang.current_pods = vec!["j-0".into(), "j-1".into()];
+    case.step(10);
+    case.policy.suspend = true;
+    let grace_of = |d: &Decision| d.delete_pods.iter().map(|p| p.grace_seconds).collect::<Vec<_>>();
+    // No checkpoint measured yet: the configured grace.
+    assert_eq!(grace_of(&case.decide()), [60, 60]);
+    // One step and one save took 50 s: 2 x 50 + 30.
+    case.trainer.stop_seconds = Some(50.0);
+    let d = case.decide();
+    assert_eq!(grace_of(&d), [130, 130]);
+    assert_eq!(d.replicas, 0);
+    // Pods already terminating are not deleted again.
+    case.gang.current_pods.clear();
+    assert!(case.decide().delete_pods.is_empty());
 }
 
 #[test]
