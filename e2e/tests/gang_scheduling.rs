@@ -99,7 +99,12 @@ async fn a_gang_that_does_not_fit_keeps_no_pod_bound_and_blocks_nothing() -> Res
     .await?;
     let groups: Api<PodGroup> = world.api();
     let group = groups.get("big-gang-0").await.context("big's PodGroup")?;
-    let policy = group.spec.scheduling_policy.gang.clone().context("gang policy")?;
+    let policy = group
+        .spec
+        .scheduling_policy
+        .gang
+        .clone()
+        .context("gang policy")?;
     assert_eq!(policy.min_count, 2);
     // The scheduler judged the group as a whole.
     let conditions = group.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -107,9 +112,14 @@ async fn a_gang_that_does_not_fit_keeps_no_pod_bound_and_blocks_nothing() -> Res
         .iter()
         .find(|c| c.type_ == "PodGroupInitiallyScheduled")
         .context("the scheduler's condition on the PodGroup")?;
-    assert_eq!((scheduled.status.as_str(), scheduled.reason.as_str()), ("False", "Unschedulable"));
+    assert_eq!(
+        (scheduled.status.as_str(), scheduled.reason.as_str()),
+        ("False", "Unschedulable")
+    );
     assert!(
-        scheduled.message.contains("minCount (2) cannot be satisfied"),
+        scheduled
+            .message
+            .contains("minCount (2) cannot be satisfied"),
         "{}",
         scheduled.message
     );

@@ -82,6 +82,7 @@ fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     let operator = megatron_operator::Metrics::default();
     operator.count_error("conflict");
     operator.count_restart("Hung");
+    operator.count_eviction("Preempted");
     operator.set_job_phases(["Running"]);
     operator
         .api_writes

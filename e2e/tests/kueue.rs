@@ -13,137 +13,22 @@ mod operator_common;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kube::{
-    Api, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+use kube::{Api, ResourceExt, api::DynamicObject};
+use operator_common::{
+    RunningOperator, World, condition,
+    kueue::{kueue_api, kueue_up, queues, remove_queues},
+    spec, wait,
 };
-use operator_common::{RunningOperator, World, condition, spec, wait};
-use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
-
-/// Deploys Kueue once per test binary (idempotent across binaries).
-async fn kueue_up() -> Result<()> {
-    static UP: OnceCell<()> = OnceCell::const_new();
-    UP.get_or_try_init(|| async {
-        let script = e2e::workspace_root().join("e2e/cluster/kueue");
-        let out = tokio::process::Command::new(&script)
-            .env("E2E_KUEUE_PODS_READY_TIMEOUT", "20s")
-            .output()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    })
-    .await
-    .map(|_| ())
-}
-
-fn kueue_api(client: &kube::Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("kueue.x-k8s.io", "v1beta2", kind));
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    }
-}
-
-/// Server-side applies a Kueue object (cluster-scoped unless it names a namespace).
-async fn apply(world: &World, object: Value) -> Result<()> {
-    let kind = object["kind"].as_str().context("kind")?.to_owned();
-    let name = object["metadata"]["name"]
-        .as_str()
-        .context("name")?
-        .to_owned();
-    let namespace = object["metadata"]["namespace"].as_str().map(str::to_owned);
-    let api = kueue_api(&world.client, &kind, namespace.as_deref());
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .with_context(|| format!("applying {kind} {name}"))?;
-    Ok(())
-}
-
-/// A flavor pinned to the world's fake node, a ClusterQueue for this namespace with `cpu`
-/// cores (preempting lower priorities), its LocalQueue `team`, and priorities low and high.
-async fn queues(world: &World, cpu: u32) -> Result<()> {
-    let ns = &world.namespace;
-    apply(
-        world,
-        json!({
-            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
-            "metadata": { "name": format!("flavor-{ns}") },
-            "spec": { "nodeLabels": { "kubernetes.io/hostname": world.kubelet.node } },
-        }),
-    )
-    .await?;
-    apply(
-        world,
-        json!({
-            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
-            "metadata": { "name": format!("cq-{ns}") },
-            "spec": {
-                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": ns } },
-                "preemption": { "withinClusterQueue": "LowerPriority" },
-                "resourceGroups": [{ "coveredResources": ["cpu"], "flavors": [{
-                    "name": format!("flavor-{ns}"),
-                    "resources": [{ "name": "cpu", "nominalQuota": cpu.to_string() }],
-                }]}],
-            },
-        }),
-    )
-    .await?;
-    apply(
-        world,
-        json!({
-            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
-            "metadata": { "name": "team", "namespace": ns },
-            "spec": { "clusterQueue": format!("cq-{ns}") },
-        }),
-    )
-    .await?;
-    for (name, value) in [("low", 100), ("high", 1000)] {
-        apply(
-            world,
-            json!({
-                "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass",
-                "metadata": { "name": format!("{name}-{ns}") }, "value": value,
-            }),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Deletes the cluster-scoped Kueue objects of a world.
-async fn remove_queues(world: &World) {
-    let ns = &world.namespace;
-    for (kind, name) in [
-        ("ClusterQueue", format!("cq-{ns}")),
-        ("ResourceFlavor", format!("flavor-{ns}")),
-        ("WorkloadPriorityClass", format!("low-{ns}")),
-        ("WorkloadPriorityClass", format!("high-{ns}")),
-    ] {
-        let _ = kueue_api(&world.client, kind, None)
-            .delete(&name, &Default::default())
-            .await;
-    }
-}
 
 /// A world whose namespace has queues for one job (2 cores) and the operator running with
 /// `--kueue`.
 async fn kueue_world(name: &str) -> Result<(World, RunningOperator)> {
     kueue_up().await?;
     let world = World::new(name).await?;
-    queues(&world, 2).await?;
+    queues(&world.client, &world.namespace, &world.kubelet.node, "2").await?;
     let mut config = world.operator_config();
     config.kueue = true;
     let operator = world.start_operator(config).await?;
@@ -153,7 +38,7 @@ async fn kueue_world(name: &str) -> Result<(World, RunningOperator)> {
 /// Stops the operator and removes the world with its cluster-scoped Kueue objects.
 async fn finish(world: World, operator: RunningOperator) -> Result<()> {
     operator.stop().await?;
-    remove_queues(&world).await;
+    remove_queues(&world.client, &world.namespace).await;
     world.cleanup().await;
     Ok(())
 }

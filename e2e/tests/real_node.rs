@@ -23,7 +23,9 @@ use kube::{
 };
 use object_store::{ObjectStore, ObjectStoreExt, path::Path as Key};
 use operator_common::{
-    install_crd, job_phase, merge, s3_secret_and_store, seed_inputs, tiny_example_job, wait,
+    install_crd, job_phase,
+    kueue::{kueue_up, queues, remove_queues},
+    merge, s3_secret_and_store, seed_inputs, tiny_example_job, wait,
 };
 use serde_json::{Value, json};
 
@@ -75,8 +77,19 @@ impl NodeRun {
     /// examples/tiny-cpu-squad.yaml on this run's inputs, one rank per pod (each rank its own
     /// container), small CPU requests so several tests' gangs fit the node; `patch` on top.
     async fn create(&self, name: &str, patch: Value) -> Result<MegatronFineTune> {
+        self.create_labelled(name, json!({}), patch).await
+    }
+
+    /// [`NodeRun::create`] with `labels` on the job.
+    async fn create_labelled(
+        &self,
+        name: &str,
+        labels: Value,
+        patch: Value,
+    ) -> Result<MegatronFineTune> {
         let endpoint = self.cluster.env.s3_endpoint()?;
         let mut job = tiny_example_job(name, &self.ns.name, BUCKET, &self.ns.name, endpoint)?;
+        merge(&mut job["metadata"], json!({ "labels": labels }));
         merge(
             &mut job["spec"],
             json!({
@@ -318,6 +331,118 @@ async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_res
     assert_eq!(k.train_loss, r.train_loss, "train loss");
     assert_eq!(k.validation, r.validation, "validation metrics");
     run.finish().await
+}
+
+/// Kueue preempts a running low-priority job for a high-priority one: the low job's ranks
+/// get SIGTERM, save a checkpoint at the step they reached and exit; the job waits in the
+/// queue, is admitted again once the high one is done, resumes from that checkpoint (no step
+/// redone, none lost) and ends with the same metrics as an uninterrupted run.
+#[tokio::test]
+async fn a_preempted_job_checkpoints_requeues_and_ends_like_an_uninterrupted_run() -> Result<()> {
+    kueue_up().await?;
+    let run = NodeRun::start("node-preempt", &["kueue.enabled=true"]).await?;
+    let node = run.cluster.env.get("MEGATRON_NODE_NAME")?.to_owned();
+    let client = run.cluster.client.clone();
+    // Quota for one queued gang of 2 pods x 300m.
+    queues(&client, &run.ns.name, &node, "600m").await?;
+    // No checkpoint but the stop's before the end (no interval, validation at the end only),
+    // and long enough that the preemption lands mid-run.
+    const STEPS: i64 = 400;
+    let training = |steps: i64| {
+        json!({
+            "training": { "maxSteps": steps, "validationIntervalSteps": steps },
+            "checkpointing": { "intervalSteps": 100_000 },
+            "pod": { "resources": { "requests": { "cpu": "300m" } } },
+        })
+    };
+    let queued = |priority: &str| {
+        json!({
+            "kueue.x-k8s.io/queue-name": "team",
+            "kueue.x-k8s.io/priority-class": format!("{priority}-{}", run.ns.name),
+        })
+    };
+    run.create("reference", training(STEPS)).await?;
+    run.create_labelled("low", queued("low"), training(STEPS))
+        .await?;
+    let jobs = run.jobs();
+    wait("low to train a few steps", LONG, || async {
+        let job = jobs.get("low").await?;
+        ensure!(job_phase(&job) != "Failed", "low failed: {:?}", job.status);
+        Ok(job
+            .status
+            .and_then(|s| s.progress)
+            .is_some_and(|p| p.step >= 5))
+    })
+    .await?;
+
+    run.create_labelled("high", queued("high"), training(40))
+        .await?;
+    let evicted = wait_status(&jobs, "low", "evicted", |s| {
+        s.evictions == Some(1) && s.phase == Some(crds::Phase::Queued)
+    })
+    .await?;
+    // The stop's checkpoint is the only one possible before the last step.
+    let stopped = wait_status(&jobs, "low", "a checkpoint", |s| {
+        s.latest_checkpoint.is_some()
+    })
+    .await?;
+    let checkpoint = stopped.latest_checkpoint.context("checkpoint")?;
+    let last_step = stopped.progress.as_ref().map_or(0, |p| p.step);
+    eprintln!(
+        "low evicted ({:?}); checkpoint at step {}, last reported step {last_step}",
+        evicted
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Queued")
+            .map(|c| &c.message),
+        checkpoint.step
+    );
+    ensure!(
+        (5..STEPS).contains(&checkpoint.step) && checkpoint.step >= last_step,
+        "the ranks checkpoint the step they reached: checkpoint {} vs step {last_step}",
+        checkpoint.step
+    );
+    ensure!(
+        checkpoint.duration_seconds.is_some_and(|d| d > 0.0),
+        "the save's duration is reported: {checkpoint:?}"
+    );
+
+    let high = run.wait_phase("high", "Succeeded").await?;
+    let low = run.wait_phase("low", "Succeeded").await?;
+    let reference = run.wait_phase("reference", "Succeeded").await?;
+    assert_eq!(high.evictions.unwrap_or_default(), 0);
+    assert_eq!(low.evictions, Some(1));
+    assert_eq!(low.restarts, 0, "an eviction is not a restart");
+    assert_eq!(low.progress.as_ref().map(|p| p.step), Some(STEPS));
+    let (l, r) = (
+        low.metrics.clone().context("metrics")?,
+        reference.metrics.clone().context("metrics")?,
+    );
+    assert_eq!(l.train_loss, r.train_loss, "train loss");
+    assert_eq!(l.validation, r.validation, "validation metrics");
+    remove_queues(&client, &run.ns.name).await;
+    run.finish().await
+}
+
+/// Waits until job `name`'s status satisfies `check` (described by `what`), returning it.
+async fn wait_status(
+    jobs: &Api<MegatronFineTune>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&MegatronFineTuneStatus) -> bool,
+) -> Result<MegatronFineTuneStatus> {
+    let check = &check;
+    wait(&format!("{name}: {what}"), LONG, || async move {
+        let job = jobs.get(name).await?;
+        ensure!(
+            job_phase(&job) != "Failed",
+            "{name} failed: {:?}",
+            job.status
+        );
+        Ok(job.status.as_ref().is_some_and(check))
+    })
+    .await?;
+    jobs.get(name).await?.status.context("status")
 }
 
 #[tokio::test]

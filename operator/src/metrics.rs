@@ -4,7 +4,12 @@ use std::time::Duration;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -44,6 +49,10 @@ pub struct Metrics {
     pub jobs: Family<PhaseLabels, Gauge>,
     /// Gang restarts performed, by reason.
     pub gang_restarts: Family<ReasonLabels, Counter>,
+    /// Gangs stopped because Kueue evicted their Workload, by Kueue's reason.
+    pub evictions: Family<ReasonLabels, Counter>,
+    /// Seconds jobs waited in a Kueue queue before admission.
+    pub queue_wait: Histogram,
     /// Non-read requests sent to the API server.
     pub api_writes: Family<WriteLabels, Counter>,
     /// 1 while this replica holds the leader lease.
@@ -81,6 +90,18 @@ impl Default for Metrics {
             "Whole-gang restarts by reason",
             gang_restarts.clone(),
         );
+        let evictions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "evictions",
+            "Gangs stopped because Kueue evicted their Workload, by Kueue's reason",
+            evictions.clone(),
+        );
+        let queue_wait = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "queue_wait_seconds",
+            "Seconds a job waited in its Kueue queue (phase Queued) before admission",
+            queue_wait.clone(),
+        );
         let api_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
             "api_writes",
@@ -100,6 +121,8 @@ impl Default for Metrics {
             reconcile_duration,
             jobs,
             gang_restarts,
+            evictions,
+            queue_wait,
             api_writes,
             leader,
         }
@@ -128,6 +151,20 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a gang stopped for a Kueue eviction.
+    pub fn count_eviction(&self, reason: &str) {
+        self.evictions
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long a job waited in its queue before admission.
+    pub fn observe_queue_wait(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
     }
 
     /// Replaces the per-phase job counts.

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use crds::MegatronFineTune;
+use crds::{MegatronFineTune, status::condition_types};
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod, scheduling::v1beta1::PodGroup},
     jiff::Timestamp,
@@ -29,6 +29,7 @@ use crate::{
     lifecycle::{
         decide::{Decision, Inputs, decide},
         gang,
+        model::{OwnedStatus, Phase},
     },
 };
 
@@ -139,6 +140,7 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
     if let Some(reason) = &decision.restarted {
         ctx.metrics.count_restart(reason);
     }
+    count_queue_transitions(ctx, &read.status, &decision, queue.as_ref(), now);
     publish(ctx, job, &decision).await;
 
     // Pods go before the StatefulSet scales down, so that they get the decided grace.
@@ -161,6 +163,35 @@ async fn reconcile_job(job: &MegatronFineTune, ctx: &Context) -> Result<Action> 
             .unwrap_or(ctx.config.resync())
             .min(ctx.config.resync()),
     ))
+}
+
+/// Feeds the queue metrics: an eviction (by Kueue's reason), and the wait of a job that
+/// leaves phase Queued for the gang.
+fn count_queue_transitions(
+    ctx: &Context,
+    before: &OwnedStatus,
+    decision: &Decision,
+    queue: Option<&kueue::sync::Queue>,
+    now: Timestamp,
+) {
+    if decision.status.evictions > before.evictions {
+        let reason = queue
+            .and_then(|q| q.gate.evicted.as_ref())
+            .map_or("Unknown", |(reason, _)| reason.as_str());
+        ctx.metrics.count_eviction(reason);
+    }
+    let queued = |p: Option<Phase>| p == Some(Phase::Queued);
+    if queued(before.phase) && !queued(decision.status.phase) {
+        let since = before
+            .condition(condition_types::QUEUED)
+            .filter(|c| c.status)
+            .map(|c| c.last_transition_time);
+        if let Some(waited) =
+            since.and_then(|s| std::time::Duration::try_from(now.duration_since(s)).ok())
+        {
+            ctx.metrics.observe_queue_wait(waited);
+        }
+    }
 }
 
 /// Deletes the pods the decision names, each with its grace period.

@@ -2,6 +2,8 @@
 //! the CRD, a namespace and a fake node per test, the operator running in-process, and specs.
 #![allow(dead_code)]
 
+pub mod kueue;
+
 use std::{
     future::Future,
     net::SocketAddr,

@@ -20,7 +20,9 @@ pub const MAX_GRACE_SECONDS: i64 = 86_400;
 pub fn for_stop(configured: i64, stop_seconds: Option<f64>) -> i64 {
     let needed = stop_seconds
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(0, |s| (2.0 * s).ceil().min(MAX_GRACE_SECONDS as f64) as i64 + STOP_MARGIN_SECONDS);
+        .map_or(0, |s| {
+            (2.0 * s).ceil().min(MAX_GRACE_SECONDS as f64) as i64 + STOP_MARGIN_SECONDS
+        });
     configured.max(needed).min(MAX_GRACE_SECONDS)
 }
 

@@ -56,8 +56,10 @@ impl TrainHooks for RunHooks<'_> {
         let step = request.state.step;
         let started = std::time::Instant::now();
         if let Some(mut saved) = checkpointer.save(request)? {
+            let seconds = started.elapsed().as_secs_f64();
+            self.reporter.checkpoint_written(seconds, saved.bytes);
             if saved.latest.step == step {
-                saved.latest.duration_seconds = Some(started.elapsed().as_secs_f64());
+                saved.latest.duration_seconds = Some(seconds);
             }
             // Published before the checkpoint is reported: once status names
             // it, the curves up to it are in the store too.

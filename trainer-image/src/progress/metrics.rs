@@ -63,6 +63,9 @@ pub struct TrainerMetrics {
     pub latest_checkpoint_step: Gauge,
     /// Seconds each checkpoint took to save (write, upload, commit).
     pub checkpoint_duration_seconds: Histogram,
+    /// Bytes of the checkpoints saved (every rank's files); over the duration's sum, the
+    /// write throughput to the store.
+    pub checkpoint_bytes: Counter,
     /// The gang attempt (`status.restarts` when this gang started).
     pub attempt: Gauge,
     /// Status writes the API server refused or that failed to arrive.
@@ -153,6 +156,11 @@ impl Default for TrainerMetrics {
                 "checkpoint_duration_seconds",
                 "Seconds each checkpoint took to save (every rank's file written and uploaded, the set committed)",
                 Histogram::new(exponential_buckets(0.25, 2.0, 14))
+            ),
+            checkpoint_bytes: metric!(
+                "checkpoint_bytes",
+                "Bytes of the checkpoints saved (every rank's files)",
+                Counter::default()
             ),
             attempt: metric!(
                 "attempt",

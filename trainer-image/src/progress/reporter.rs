@@ -258,6 +258,16 @@ impl Reporter {
         }
     }
 
+    /// Records how long a checkpoint took to save and how large it was (rank 0 only),
+    /// for the write-throughput metrics.
+    pub fn checkpoint_written(&mut self, seconds: f64, bytes: u64) {
+        if !self.rank0 {
+            return;
+        }
+        self.metrics.checkpoint_duration_seconds.observe(seconds);
+        self.metrics.checkpoint_bytes.inc_by(bytes);
+    }
+
     /// Records a saved checkpoint (and the best one, when it changed); written
     /// to the status at once (the operator decides from latestCheckpoint.step
     /// whether a restart counts).
@@ -274,9 +284,6 @@ impl Reporter {
         );
         self.metrics.checkpoints_saved.inc();
         self.metrics.latest_checkpoint_step.set(latest.step);
-        if let Some(seconds) = latest.duration_seconds {
-            self.metrics.checkpoint_duration_seconds.observe(seconds);
-        }
         if let Some(status) = &self.status {
             status.update(true, |s| {
                 s.latest_checkpoint = Some(latest);

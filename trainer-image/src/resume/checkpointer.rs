@@ -64,6 +64,8 @@ pub struct SavedCheckpoint {
     pub best: Option<crds::CheckpointStatus>,
     /// Sets deleted by retention (filled on global rank 0 only).
     pub removed: RetentionReport,
+    /// Bytes of the set's files (every rank's).
+    pub bytes: u64,
 }
 
 /// This save's place among the best sets.
@@ -215,6 +217,7 @@ impl Checkpointer {
         let set = CheckpointSets::set_name(step);
         let (mine, own_error) = self.write_own_file(step, &file, &request)?;
         let files = self.agree_on_files(step, &file, &mine, own_error)?;
+        let bytes = files.iter().map(|f| f.size).sum();
         let ranking = self.rank_among_best(step, &file, &set, monitored);
         let metadata = self.metadata(&request, &file, monitored, &ranking.top_k);
         let (created, removed) = self.commit_and_retain(step, files, &metadata)?;
@@ -224,7 +227,9 @@ impl Checkpointer {
         self.top_k = ranking.top_k;
         self.last_step = Some(step);
         tracing::info!(step, set = %set, file = %file, "checkpoint committed");
-        Ok(self.report(step, &set, created, &metadata, removed))
+        Ok(self
+            .report(step, &set, created, &metadata, removed)
+            .map(|saved| SavedCheckpoint { bytes, ..saved }))
     }
 
     /// Step 1: writes and uploads this rank's file (with every replica's
@@ -411,6 +416,7 @@ impl Checkpointer {
             latest,
             best,
             removed,
+            bytes: 0,
         })
     }
 

@@ -91,6 +91,7 @@ async fn metrics_scraped_over_http() {
     let val = BTreeMap::from([("val_f1".to_string(), 71.25), ("val_loss".to_string(), 0.5)]);
     r.validation(4, 1.0, &val);
     r.test_metrics(&BTreeMap::from([("test_f1".to_string(), 70.5)]));
+    r.checkpoint_written(2.5, 4096);
     r.checkpoint_saved(
         CheckpointStatus {
             step: 4,
@@ -152,6 +153,7 @@ async fn metrics_scraped_over_http() {
         }
         other => panic!("checkpoint_duration_seconds is {other:?}"),
     }
+    assert_eq!(v("checkpoint_bytes"), 4096.0);
 
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await

@@ -308,7 +308,12 @@ fn a_stopped_gang_gets_the_grace_its_checkpoint_needs() {
     case.gang.current_pods = vec!["j-0".into(), "j-1".into()];
     case.step(10);
     case.policy.suspend = true;
-    let grace_of = |d: &Decision| d.delete_pods.iter().map(|p| p.grace_seconds).collect::<Vec<_>>();
+    let grace_of = |d: &Decision| {
+        d.delete_pods
+            .iter()
+            .map(|p| p.grace_seconds)
+            .collect::<Vec<_>>()
+    };
     // No checkpoint measured yet: the configured grace.
     assert_eq!(grace_of(&case.decide()), [60, 60]);
     // One step and one save took 50 s: 2 x 50 + 30.
