@@ -36,7 +36,7 @@ use crate::{
     config::{GangScheduling, OperatorConfig},
     context::Context,
     http::{self, Health},
-    kueue::workload::Workload,
+    kueue::workload::{ResourceFlavor, Workload},
     leader::{Election, LeaseConfig},
     metrics::Metrics,
     reconciler,
@@ -316,6 +316,7 @@ impl Caches {
             nodes: self.nodes(pods.clone()),
             pods,
             workloads: config.kueue.then(|| self.managed::<Workload>()),
+            resource_flavors: config.kueue.then(|| self.resource_flavors()),
             pod_groups: (config.gang_scheduling == GangScheduling::PodGroup)
                 .then(|| self.managed::<PodGroup>()),
         }
@@ -356,6 +357,23 @@ impl Caches {
             }
             async {}
         })));
+        reader
+    }
+
+    /// Kueue's ResourceFlavors (cluster-scoped), read for every admitted job's placement; a
+    /// change triggers nothing (the next reconcile of each job reads it).
+    fn resource_flavors(&mut self) -> Store<ResourceFlavor> {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<ResourceFlavor>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        self.tasks.push(tokio::spawn(stream.for_each(|_| async {})));
         reader
     }
 

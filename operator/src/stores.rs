@@ -8,7 +8,7 @@ use k8s_openapi::api::{
 };
 use kube::runtime::reflector::Store;
 
-use crate::kueue::workload::Workload;
+use crate::kueue::workload::{ResourceFlavor, Workload};
 
 /// Readers of the reflector stores.
 #[derive(Clone)]
@@ -31,6 +31,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Kueue Workloads of queued jobs (with `--kueue`).
     pub workloads: Option<Store<Workload>>,
+    /// Kueue's ResourceFlavors (with `--kueue`).
+    pub resource_flavors: Option<Store<ResourceFlavor>>,
     /// Gang PodGroups (with `--gang-scheduling pod-group`).
     pub pod_groups: Option<Store<PodGroup>>,
 }
@@ -50,6 +52,11 @@ impl Stores {
             async {
                 if let Some(workloads) = &self.workloads {
                     let _ = workloads.wait_until_ready().await;
+                }
+            },
+            async {
+                if let Some(flavors) = &self.resource_flavors {
+                    let _ = flavors.wait_until_ready().await;
                 }
             },
             async {

@@ -206,12 +206,21 @@ async fn priority_value(ctx: &Context, class: &str) -> Result<i32> {
         .unwrap_or(0))
 }
 
-/// Node labels and tolerations of the flavors the Workload was admitted on.
+/// Node labels and tolerations of the flavors the Workload was admitted on, from the
+/// flavor cache (a GET for one the cache has not seen yet).
 async fn placement(ctx: &Context, workload: &Workload) -> Result<Placement> {
     let api: Api<ResourceFlavor> = Api::all(ctx.client.clone());
     let mut specs = Vec::new();
     for name in admission::flavors(workload) {
-        specs.push(api.get(&name).await?.spec);
+        let cached = ctx
+            .stores
+            .resource_flavors
+            .as_ref()
+            .and_then(|store| store.get(&ObjectRef::new(&name)));
+        specs.push(match cached {
+            Some(flavor) => flavor.spec.clone(),
+            None => api.get(&name).await?.spec,
+        });
     }
     Ok(Placement::of(&specs))
 }
