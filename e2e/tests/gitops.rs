@@ -83,6 +83,7 @@ fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     operator.count_error("conflict");
     operator.count_restart("Hung");
     operator.count_eviction("Preempted");
+    operator.set_restart_budgets([("ml".into(), "squad".into(), 2)]);
     operator.set_job_phases(["Running"]);
     operator
         .api_writes

@@ -240,6 +240,23 @@ pub fn phase_name(job: &MegatronFineTune) -> &'static str {
         .map_or("None", crds::Phase::as_str)
 }
 
+/// Restarts without a newer checkpoint the job has left before it fails
+/// (`maxRestarts - countedRestarts`, at least 0); `None` once it finished.
+pub fn restart_budget(job: &MegatronFineTune) -> Option<i64> {
+    let status = job.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(|p| p.is_finished()) {
+        return None;
+    }
+    let counted = status.counted_restarts.unwrap_or(0);
+    Some(i64::from(
+        job.spec
+            .run_policy
+            .max_restarts
+            .saturating_sub(counted)
+            .max(0),
+    ))
+}
+
 /// The CRD as YAML (what `megatron-operator crd` prints), identical to `crdgen`'s output.
 pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(crds::crd::crd_yaml())
@@ -300,5 +317,19 @@ mod tests {
             message.ends_with("from s3://runs/_cache/models/x"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_restart_budget_is_what_max_restarts_leaves_until_the_job_finishes() {
+        let mut job = job_with(MegatronFineTuneStatus {
+            counted_restarts: Some(1),
+            ..Default::default()
+        });
+        job.spec.run_policy.max_restarts = 3;
+        assert_eq!(restart_budget(&job), Some(2));
+        job.status.as_mut().unwrap().counted_restarts = Some(5);
+        assert_eq!(restart_budget(&job), Some(0));
+        job.status.as_mut().unwrap().phase = Some(crds::Phase::Failed);
+        assert_eq!(restart_budget(&job), None);
     }
 }

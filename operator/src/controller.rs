@@ -102,6 +102,10 @@ impl Operator {
             refresh: Arc::new(move || {
                 let jobs = refresh_reader.state();
                 refresh_metrics.set_job_phases(jobs.iter().map(|j| crate::api::phase_name(j)));
+                refresh_metrics.set_restart_budgets(jobs.iter().filter_map(|j| {
+                    let left = crate::api::restart_budget(j)?;
+                    Some((j.namespace().unwrap_or_default(), j.name_any(), left))
+                }));
             }),
         };
         let (addr, server) =

@@ -29,6 +29,16 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels naming one MegatronFineTune (prefixed: `namespace` and `job` are Prometheus' own
+/// target labels).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// The job's namespace.
+    pub job_namespace: String,
+    /// The job's name.
+    pub job_name: String,
+}
+
 /// Labels of the jobs-by-phase gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -49,6 +59,8 @@ pub struct Metrics {
     pub jobs: Family<PhaseLabels, Gauge>,
     /// Gang restarts performed, by reason.
     pub gang_restarts: Family<ReasonLabels, Counter>,
+    /// Restarts without a newer checkpoint each unfinished job has left before it fails.
+    pub restart_budget: Family<JobLabels, Gauge>,
     /// Gangs stopped because Kueue evicted their Workload, by Kueue's reason.
     pub evictions: Family<ReasonLabels, Counter>,
     /// Seconds jobs waited in a Kueue queue before admission.
@@ -90,6 +102,13 @@ impl Default for Metrics {
             "Whole-gang restarts by reason",
             gang_restarts.clone(),
         );
+        let restart_budget = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "job_restart_budget",
+            "Restarts without a newer checkpoint an unfinished job has left before it fails \
+             (spec.runPolicy.maxRestarts - status.countedRestarts)",
+            restart_budget.clone(),
+        );
         let evictions = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "evictions",
@@ -121,6 +140,7 @@ impl Default for Metrics {
             reconcile_duration,
             jobs,
             gang_restarts,
+            restart_budget,
             evictions,
             queue_wait,
             api_writes,
@@ -151,6 +171,20 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Replaces the per-job restart budgets: `(namespace, name, restarts left)` of each
+    /// unfinished job.
+    pub fn set_restart_budgets(&self, budgets: impl IntoIterator<Item = (String, String, i64)>) {
+        self.restart_budget.clear();
+        for (job_namespace, job_name, left) in budgets {
+            self.restart_budget
+                .get_or_create(&JobLabels {
+                    job_namespace,
+                    job_name,
+                })
+                .set(left);
+        }
     }
 
     /// Counts a gang stopped for a Kueue eviction.
