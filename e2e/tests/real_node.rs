@@ -34,6 +34,11 @@ const BUCKET: &str = "megatron-e2e";
 const TRAINER_UID: u64 = 65532;
 const LONG: Duration = Duration::from_secs(900);
 
+/// Held by the tests that compare a disturbed run with an uninterrupted one (a killed rank, a
+/// preemption): two or three gangs each on the 2-core node, so two such tests at once starve each
+/// other's ranks on top of the other tests' gangs.
+static COMPARED_RUNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One test's world on the real node: a restricted namespace with the S3 Secret and inputs,
 /// and the operator installed there by Helm.
 struct NodeRun {
@@ -289,6 +294,7 @@ async fn the_demo_job_runs_as_containers_on_the_real_node() -> Result<()> {
 #[tokio::test]
 async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_result() -> Result<()>
 {
+    let _one_at_a_time = COMPARED_RUNS.lock().await;
     let run = NodeRun::start("node-kill", &[]).await?;
     let patch = json!({
         "training": { "maxSteps": 80, "validationIntervalSteps": 40 },
@@ -319,7 +325,10 @@ async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_res
 
     let killed = run.wait_phase("killed", "Succeeded").await?;
     let reference = run.wait_phase("reference", "Succeeded").await?;
-    assert_eq!(killed.restarts, 1, "one gang restart");
+    if killed.restarts != 1 {
+        run.dump("killed").await;
+    }
+    assert_eq!(killed.restarts, 1, "one gang restart (events above)");
     assert_eq!(killed.result.as_ref().map(|r| r.attempt), Some(1));
     assert!(killed.restart_checkpoint_step.unwrap_or_default() >= checkpoint);
     assert_eq!(reference.restarts, 0);
@@ -339,6 +348,7 @@ async fn a_killed_rank_container_restarts_the_gang_which_resumes_to_the_same_res
 /// redone, none lost) and ends with the same metrics as an uninterrupted run.
 #[tokio::test]
 async fn a_preempted_job_checkpoints_requeues_and_ends_like_an_uninterrupted_run() -> Result<()> {
+    let _one_at_a_time = COMPARED_RUNS.lock().await;
     kueue_up().await?;
     let run = NodeRun::start("node-preempt", &["kueue.enabled=true"]).await?;
     let node = run.cluster.env.get("MEGATRON_NODE_NAME")?.to_owned();
