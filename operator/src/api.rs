@@ -243,11 +243,14 @@ pub fn phase_name(job: &MegatronFineTune) -> &'static str {
 /// Restarts without a newer checkpoint the job has left before it fails
 /// (`maxRestarts - countedRestarts`, at least 0); `None` once it finished.
 pub fn restart_budget(job: &MegatronFineTune) -> Option<i64> {
-    let status = job.status.clone().unwrap_or_default();
-    if status.phase.is_some_and(|p| p.is_finished()) {
+    let status = job.status.as_ref();
+    if status
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_finished())
+    {
         return None;
     }
-    let counted = status.counted_restarts.unwrap_or(0);
+    let counted = status.and_then(|s| s.counted_restarts).unwrap_or(0);
     Some(i64::from(
         job.spec
             .run_policy

@@ -93,7 +93,7 @@ pub struct Trainer {
     step: i64,
     position: DataPosition,
     consumed_samples: i64,
-    stop_check: fn() -> bool,
+    stop_check: Option<fn() -> bool>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -171,22 +171,23 @@ impl Trainer {
             step: 0,
             position: DataPosition::default(),
             consumed_samples: 0,
-            stop_check: || false,
+            stop_check: None,
         })
     }
 
     /// Asks `check` at every step whether this rank should stop (see the
-    /// [module docs](self)); by default it never does.
+    /// [module docs](self)); without one it never does. Every rank of a run
+    /// must be given one, or none: the check adds a collective.
     pub fn set_stop_check(&mut self, check: fn() -> bool) {
-        self.stop_check = check;
+        self.stop_check = Some(check);
     }
 
     /// This rank's stop request summed over its tensor-parallel group, so
     /// that the group's ranks put the same value into the step's figures.
     fn stop_votes(&self) -> TrainResult<Tensor> {
-        let mut votes =
-            Tensor::from(f64::from(u8::from((self.stop_check)()))).f_to_device(self.device)?;
-        if self.tp.size() > 1 {
+        let vote = self.stop_check.is_some_and(|check| check());
+        let mut votes = Tensor::from(f64::from(u8::from(vote))).f_to_device(self.device)?;
+        if self.stop_check.is_some() && self.tp.size() > 1 {
             self.tp.group().all_reduce_sum(&mut votes)?;
         }
         Ok(votes)
